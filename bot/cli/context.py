@@ -1,0 +1,64 @@
+"""What every CLI command shares: settings, the database, the ledger, identity look-up.
+
+Built lazily, so `tipjar --help` needs no configuration and no database.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from bot import app
+from bot.cli.output import fail
+from bot.config import ConfigError, Settings, load_settings
+from escrow.ledger import Identity, LedgerError, find_by_handle
+from escrow.migrate import is_current
+from escrow.service import Ledger
+
+
+class Context:
+    @cached_property
+    def settings(self) -> Settings:
+        try:
+            return load_settings()
+        except ConfigError as e:
+            for problem in e.problems:
+                click.echo(f"tipjar: {problem}", err=True)
+            fail("the configuration has problems (see above); fix .env or the environment")
+
+    @cached_property
+    def raw_engine(self) -> Engine:
+        return app.engine(self.settings)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The database, checked to be reachable and at the newest schema."""
+        eng = self.raw_engine
+        try:
+            current = is_current(eng)
+        except OperationalError as e:
+            fail(f"cannot reach the database: {str(e.orig).strip().splitlines()[0]}")
+        if not current:
+            fail("the database is not at the newest schema: run `tipjar db upgrade` first")
+        return eng
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return app.ledger(self.settings, self.engine)
+
+    def identity(self, text: str) -> Identity:
+        """`x:ID` as given, or `@handle` from the local accounts."""
+        text = text.strip()
+        if text.startswith("@"):
+            with self.engine.connect() as conn:
+                row = find_by_handle(conn, text[1:])
+            if row is None:
+                fail(f"{text} is not known here yet; give the account as x:ID (the numeric id)")
+            return Identity(row.platform, row.platform_user_id, row.handle)
+        try:
+            return Identity.parse(text)
+        except LedgerError as e:
+            fail(f"{e}; or give @handle")

@@ -1,0 +1,315 @@
+"""Configuration: one `Settings` object read from the environment (and `.env`).
+
+Every key is read and validated in one pass, so a broken deployment learns about all of
+its problems at once instead of one per restart. Values are parsed into their real types
+here (durations to `timedelta`, amounts to integer minor units) and nowhere else.
+Secrets are kept out of `repr()` so they cannot leak into logs or tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from escrow.money import Money, MoneyError, currency
+
+
+class ConfigError(Exception):
+    """The configuration has one or more problems; `problems` lists every one of them."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+_DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*\Z")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30s``, ``15m``, ``2w`` -> timedelta; anything else raises ValueError."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (use forms like 90d, 12h, 15m, 30s)")
+    value = int(m.group(1))
+    if value <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return timedelta(**{_UNITS[m.group(2)]: value})
+
+
+def format_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for suffix, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{suffix}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class NoticeSchedule:
+    """When a creator is told money is waiting: at the first hold, and/or before expiry."""
+
+    at_first_hold: bool = True
+    reminders_before_expiry: tuple[timedelta, ...] = (timedelta(days=14),)
+
+
+def parse_notice_schedule(text: str) -> NoticeSchedule:
+    """``first,before-expiry:14d`` (the default); ``none`` turns creator notices off."""
+    text = text.strip().lower()
+    if text in ("", "none", "off"):
+        return NoticeSchedule(at_first_hold=False, reminders_before_expiry=())
+    first = False
+    reminders: list[timedelta] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part == "first":
+            first = True
+        elif part.startswith("before-expiry:"):
+            reminders.append(parse_duration(part.removeprefix("before-expiry:")))
+        else:
+            raise ValueError(
+                f"{part!r} is not a notice rule (use 'first', 'before-expiry:14d' or 'none')"
+            )
+    return NoticeSchedule(first, tuple(sorted(reminders, reverse=True)))
+
+
+def _secret() -> Any:
+    return field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///tipjar.db"
+    currency: str = "EUR"
+    fee_percent: int = 10
+    hold_period: timedelta = timedelta(days=90)
+    min_tip_minor: int = 10
+    max_tip_minor: int = 10_000
+    min_monthly_budget_minor: int = 200
+    poll_interval: timedelta = timedelta(seconds=60)
+    notice_schedule: NoticeSchedule = NoticeSchedule()
+    notices_per_day: int = 50
+    x_bot_username: str = "flattr"
+    x_bot_user_id: str = ""
+    x_bearer_token: str = _secret()
+    x_api_key: str = _secret()
+    x_api_secret: str = _secret()
+    x_access_token: str = _secret()
+    x_access_token_secret: str = _secret()
+    x_client_id: str = ""
+    x_client_secret: str = _secret()
+    x_api_base_url: str = "https://api.twitter.com"
+    x_oauth_authorize_url: str = "https://x.com/i/oauth2/authorize"
+    x_oauth_token_url: str = "https://api.x.com/2/oauth2/token"  # noqa: S105 (a URL)
+    public_base_url: str = "http://localhost:8000"
+    secret_key: str = _secret()
+    log_level: str = "INFO"
+
+    def money(self, minor: int) -> Money:
+        return Money(minor, self.currency)
+
+    @property
+    def min_tip(self) -> Money:
+        return self.money(self.min_tip_minor)
+
+    @property
+    def max_tip(self) -> Money:
+        return self.money(self.max_tip_minor)
+
+    @property
+    def min_monthly_budget(self) -> Money:
+        return self.money(self.min_monthly_budget_minor)
+
+    @property
+    def callback_url(self) -> str:
+        return self.public_base_url.rstrip("/") + "/oauth/callback"
+
+    def live_problems(self) -> list[str]:
+        """What is missing to run against the real X API (worker, poll, web sign-in)."""
+        problems = []
+        for key in LIVE_KEYS:
+            if not getattr(self, key.lower()):
+                problems.append(f"{key} is missing: {KEYS[key].help}")
+        if self.secret_key and len(self.secret_key) < 32:
+            problems.append("SECRET_KEY is too short: use at least 32 random characters")
+        return problems
+
+    def redacted(self) -> dict[str, str]:
+        """Every key with its value as text, secrets shown only as set or not set."""
+        out = {}
+        for key, spec in KEYS.items():
+            value = getattr(self, key.lower())
+            if spec.secret:
+                out[key] = "(set)" if value else "(not set)"
+            else:
+                out[key] = spec.show(value)
+        return out
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    help: str
+    parse: Callable[[str], Any] = str
+    show: Callable[[Any], str] = str
+    secret: bool = False
+
+
+def _currency_code(text: str) -> str:
+    try:
+        return currency(text.strip()).code
+    except MoneyError as e:
+        raise ValueError(str(e)) from None
+
+
+def _percent(text: str) -> int:
+    if not re.fullmatch(r"\d{1,3}", text.strip()) or int(text) > 100:
+        raise ValueError(f"{text!r} is not a whole percentage from 0 to 100")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()):
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def _url(text: str) -> str:
+    text = text.strip()
+    if not re.match(r"https?://[^\s/]+", text):
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    return text.rstrip("/")
+
+
+def _database_url(text: str) -> str:
+    text = text.strip()
+    if not re.match(r"(sqlite|postgres|postgresql)(\+\w+)?://", text):
+        raise ValueError(f"{text!r} is not a sqlite:/// or postgresql:// URL")
+    return text
+
+
+def _username(text: str) -> str:
+    text = text.strip().lstrip("@")
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,15}", text):
+        raise ValueError(f"{text!r} is not an X username (1-15 letters, digits or _)")
+    return text
+
+
+def _user_id(text: str) -> str:
+    text = text.strip()
+    if text and not re.fullmatch(r"\d{1,20}", text):
+        raise ValueError(f"{text!r} is not a numeric X user id")
+    return text
+
+
+def _log_level(text: str) -> str:
+    text = text.strip().upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{text!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return text
+
+
+def _schedule_show(s: NoticeSchedule) -> str:
+    parts = ["first"] if s.at_first_hold else []
+    parts += [f"before-expiry:{format_duration(d)}" for d in s.reminders_before_expiry]
+    return ",".join(parts) or "none"
+
+
+_MONEY_KEYS = {"MIN_TIP", "MAX_TIP", "MIN_MONTHLY_BUDGET"}
+
+KEYS: dict[str, KeySpec] = {
+    "DATABASE_URL": KeySpec("database URL: sqlite:///tipjar.db or postgresql://...", _database_url),
+    "CURRENCY": KeySpec("the one ISO currency of this deployment, e.g. EUR", _currency_code),
+    "FEE_PERCENT": KeySpec("the operator's fee on every tip, whole percent, floored", _percent),
+    "HOLD_PERIOD": KeySpec(
+        "how long a tip waits for its creator before it returns", parse_duration, format_duration
+    ),
+    "MIN_TIP": KeySpec("smallest tip, e.g. 0.10"),
+    "MAX_TIP": KeySpec("largest tip, e.g. 100.00"),
+    "MIN_MONTHLY_BUDGET": KeySpec("smallest monthly flattr budget, e.g. 2.00"),
+    "POLL_INTERVAL": KeySpec(
+        "how often the worker polls mentions", parse_duration, format_duration
+    ),
+    "NOTICE_SCHEDULE": KeySpec(
+        "when creators hear of waiting money", parse_notice_schedule, _schedule_show
+    ),
+    "NOTICES_PER_DAY": KeySpec("cap on notice tweets per day", _positive_int),
+    "X_BOT_USERNAME": KeySpec("the bot's handle without @", _username),
+    "X_BOT_USER_ID": KeySpec("the bot's numeric X user id", _user_id),
+    "X_BEARER_TOKEN": KeySpec("app bearer token (reads mentions and users)", secret=True),
+    "X_API_KEY": KeySpec("OAuth 1.0a consumer key (posts replies)", secret=True),
+    "X_API_SECRET": KeySpec("OAuth 1.0a consumer secret", secret=True),
+    "X_ACCESS_TOKEN": KeySpec("the bot account's OAuth 1.0a access token", secret=True),
+    "X_ACCESS_TOKEN_SECRET": KeySpec("the bot account's access token secret", secret=True),
+    "X_CLIENT_ID": KeySpec("OAuth 2.0 client id (Sign in with X)"),
+    "X_CLIENT_SECRET": KeySpec("OAuth 2.0 client secret", secret=True),
+    "X_API_BASE_URL": KeySpec("X API host", _url),
+    "X_OAUTH_AUTHORIZE_URL": KeySpec("OAuth 2.0 authorize page", _url),
+    "X_OAUTH_TOKEN_URL": KeySpec("OAuth 2.0 token endpoint", _url),
+    "PUBLIC_BASE_URL": KeySpec("where the web app is reachable", _url),
+    "SECRET_KEY": KeySpec("signs session cookies; 32+ random characters", secret=True),
+    "LOG_LEVEL": KeySpec("DEBUG, INFO, WARNING or ERROR", _log_level),
+}
+
+LIVE_KEYS = (
+    "X_BOT_USER_ID",
+    "X_BEARER_TOKEN",
+    "X_API_KEY",
+    "X_API_SECRET",
+    "X_ACCESS_TOKEN",
+    "X_ACCESS_TOKEN_SECRET",
+    "X_CLIENT_ID",
+    "X_CLIENT_SECRET",
+    "SECRET_KEY",
+)
+
+_FIELD_NAMES = {f.name for f in fields(Settings)}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Read every key from `environ` (default: the process environment) over `env_file`.
+
+    Raises ConfigError listing every malformed key. Keys left empty take their defaults.
+    """
+    values: dict[str, str | None] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update(dotenv_values(env_file))
+    values.update(os.environ if environ is None else environ)
+
+    problems: list[str] = []
+    parsed: dict[str, Any] = {}
+    for key, spec in KEYS.items():
+        raw = values.get(key)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            if key in _MONEY_KEYS:
+                parsed[key] = raw
+            else:
+                parsed[key.lower()] = spec.parse(raw)
+        except ValueError as e:
+            problems.append(f"{key}: {e}")
+
+    code = parsed.get("currency", Settings.currency)
+    for key in _MONEY_KEYS:
+        if key in parsed:
+            try:
+                parsed[f"{key.lower()}_minor"] = Money.parse(parsed.pop(key), code).minor
+            except MoneyError as e:
+                problems.append(f"{key}: {e}")
+    settings = Settings(**{k: v for k, v in parsed.items() if k in _FIELD_NAMES})
+
+    if settings.min_tip_minor <= 0:
+        problems.append("MIN_TIP: must be more than zero")
+    if settings.max_tip_minor < settings.min_tip_minor:
+        problems.append("MAX_TIP: must not be below MIN_TIP")
+    if problems:
+        raise ConfigError(problems)
+    return settings

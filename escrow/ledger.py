@@ -1,0 +1,351 @@
+"""The ledger's primitives: identities, accounts, locking, and immutable transfers.
+
+Everything that moves money goes through `apply_transfers`, which writes the transfer rows
+and adjusts the account counters in the same transaction. Operations lock the accounts
+they touch with `lock_accounts` (ordered by id, so two transactions never wait on each
+other in a cycle) before they read a balance or a status, so a decision is never made on a
+value another transaction is about to change. On SQLite `BEGIN IMMEDIATE` already
+serializes writers and the row locks render as nothing.
+
+Deposits live here too: they are the one way money enters, through the `funding` account.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from escrow.money import Money, MoneyError
+from escrow.schema import accounts, deposits, state, transfers
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+SYSTEM = "system"
+FUNDING = "funding"
+PAYOUTS = "payouts"
+FEES = "fees"
+SYSTEM_ACCOUNTS = (FUNDING, PAYOUTS, FEES)
+
+
+class LedgerError(Exception):
+    """An operation that cannot be done as asked; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A person on a platform, by their immutable user id; the handle is only a snapshot."""
+
+    platform: str
+    user_id: str
+    handle: str | None = None
+
+    @classmethod
+    def x(cls, user_id: str, handle: str | None = None) -> Identity:
+        return cls("x", str(user_id), handle)
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        """``x:12345`` -> Identity("x", "12345"). Handles (``@bob``) are resolved elsewhere."""
+        m = re.fullmatch(r"([a-z]+):(\d{1,20})", text.strip())
+        if not m:
+            raise LedgerError(f"{text!r} is not an identity like x:12345")
+        return cls(m.group(1), m.group(2))
+
+    def __str__(self) -> str:
+        return f"@{self.handle}" if self.handle else f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules of one deployment that the ledger needs."""
+
+    currency: str = "EUR"
+    fee_percent: int = 10
+    hold_period: timedelta = timedelta(days=90)
+
+    def money(self, minor: int) -> Money:
+        return Money(minor, self.currency)
+
+    def fee(self, amount_minor: int) -> int:
+        """The operator's fee, floored: the odd cent stays with the creator."""
+        return amount_minor * self.fee_percent // 100
+
+    def check(self, amount: Money) -> int:
+        if amount.currency != self.currency:
+            raise MoneyError(f"this ledger keeps {self.currency}, not {amount.currency}")
+        if amount.minor <= 0:
+            raise MoneyError(f"an amount must be more than zero, not {amount}")
+        return amount.minor
+
+
+def available(row: Row[Any] | Any) -> int:
+    """What an account can spend: posted credits less posted and reserved debits."""
+    return int(row.credits_posted - row.debits_posted - row.debits_pending)
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def ensure_account(conn: Connection, who: Identity, now: datetime) -> int:
+    """The account id for `who`, created unclaimed if new; refreshes the handle snapshot."""
+    handle_key = who.handle.casefold() if who.handle else None
+    stmt = (
+        _insert(conn, accounts)
+        .values(
+            platform=who.platform,
+            platform_user_id=who.user_id,
+            handle=who.handle,
+            handle_key=handle_key,
+            status="unclaimed",
+            no_overdraft=True,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["platform", "platform_user_id"])
+    )
+    conn.execute(stmt)
+    row = conn.execute(
+        select(accounts.c.id, accounts.c.handle).where(
+            accounts.c.platform == who.platform, accounts.c.platform_user_id == who.user_id
+        )
+    ).one()
+    if who.handle and row.handle != who.handle:
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == row.id)
+            .values(handle=who.handle, handle_key=handle_key, updated_at=now)
+        )
+    return int(row.id)
+
+
+def find_account(conn: Connection, who: Identity) -> Row[Any] | None:
+    return conn.execute(
+        select(accounts).where(
+            accounts.c.platform == who.platform, accounts.c.platform_user_id == who.user_id
+        )
+    ).one_or_none()
+
+
+def find_by_handle(conn: Connection, handle: str, platform: str = "x") -> Row[Any] | None:
+    """The account most recently seen with `handle` (handles get recycled; ids do not)."""
+    return conn.execute(
+        select(accounts)
+        .where(accounts.c.platform == platform, accounts.c.handle_key == handle.casefold())
+        .order_by(accounts.c.updated_at.desc(), accounts.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def system_account(conn: Connection, name: str) -> int:
+    """The id of a system account (`funding`, `payouts`, `fees`), created on first use."""
+    stmt = (
+        _insert(conn, accounts)
+        .values(
+            platform=SYSTEM,
+            platform_user_id=name,
+            handle=name,
+            handle_key=name,
+            status="system",
+            # Funding is where deposits come from: it is the one account that goes negative.
+            no_overdraft=name != FUNDING,
+            created_at=datetime(2000, 1, 1, tzinfo=UTC),
+            updated_at=datetime(2000, 1, 1, tzinfo=UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["platform", "platform_user_id"])
+    )
+    conn.execute(stmt)
+    return int(
+        conn.execute(
+            select(accounts.c.id).where(
+                accounts.c.platform == SYSTEM, accounts.c.platform_user_id == name
+            )
+        ).scalar_one()
+    )
+
+
+def lock_accounts(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
+    """Lock `ids` in id order (FOR UPDATE on PostgreSQL) and return their current rows."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(accounts).where(accounts.c.id.in_(wanted)).order_by(accounts.c.id).with_for_update()
+    ).all()
+    return {int(r.id): r for r in rows}
+
+
+def bind_currency(conn: Connection, code: str, now: datetime) -> None:
+    """Remember the deployment's currency; refuse to reopen the ledger in another one."""
+    row = conn.execute(select(state.c.value).where(state.c.key == "currency")).one_or_none()
+    if row is None:
+        conn.execute(
+            _insert(conn, state)
+            .values(key="currency", value=code, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+        row = conn.execute(select(state.c.value).where(state.c.key == "currency")).one()
+    if row.value != code:
+        raise LedgerError(
+            f"this database keeps {row.value}; CURRENCY={code} would misread every amount"
+        )
+
+
+# --- transfers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One movement to write. `kind` decides which counters move (see `_deltas`)."""
+
+    debit: int
+    credit: int
+    amount: int
+    kind: str
+    pending_id: int | None = None
+    expires_at: datetime | None = None
+    tip_id: int | None = None
+    # For post/void the amount is the hold's; these are the hold's accounts.
+
+
+def _deltas(t: Transfer) -> list[tuple[int, str, int]]:
+    """How a transfer moves the account counters (TigerBeetle's two-phase rules)."""
+    a = t.amount
+    if t.kind == "hold":
+        return [(t.debit, "debits_pending", a), (t.credit, "credits_pending", a)]
+    if t.kind == "post":
+        return [
+            (t.debit, "debits_pending", -a),
+            (t.credit, "credits_pending", -a),
+            (t.debit, "debits_posted", a),
+            (t.credit, "credits_posted", a),
+        ]
+    if t.kind == "void":
+        return [(t.debit, "debits_pending", -a), (t.credit, "credits_pending", -a)]
+    return [(t.debit, "debits_posted", a), (t.credit, "credits_posted", a)]
+
+
+COUNTERS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+
+
+def apply_transfers(conn: Connection, batch: Sequence[Transfer], now: datetime) -> list[int]:
+    """Write `batch` and move the counters; returns the new transfer ids in order.
+
+    The counters of each account are moved by one UPDATE carrying the summed deltas; the
+    database's CHECK constraints refuse any overdraft that slipped past the caller.
+    """
+    if not batch:
+        return []
+    rows = [
+        {
+            "debit_account_id": t.debit,
+            "credit_account_id": t.credit,
+            "amount_minor": t.amount,
+            "kind": t.kind,
+            "pending_id": t.pending_id,
+            "expires_at": t.expires_at,
+            "tip_id": t.tip_id,
+            "created_at": now,
+        }
+        for t in batch
+    ]
+    ids = [
+        int(r.id)
+        for r in conn.execute(
+            transfers.insert().returning(transfers.c.id, sort_by_parameter_order=True), rows
+        )
+    ]
+    sums: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
+    for t in batch:
+        for account_id, counter, delta in _deltas(t):
+            sums[account_id][counter] += delta
+    for account_id in sorted(sums):
+        d = sums[account_id]
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values({c: accounts.c[c] + d[c] for c in COUNTERS if d[c]} | {"updated_at": now})
+        )
+    return ids
+
+
+# --- deposits ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepositResult:
+    reference: str
+    account_id: int
+    amount: Money
+    available: Money
+    replayed: bool
+
+
+def deposit(
+    conn: Connection, policy: Policy, who: Identity, amount: Money, reference: str, now: datetime
+) -> DepositResult:
+    """Credit `amount` from `funding` to `who`, once per `reference`.
+
+    A second call with the same reference and the same account and amount is a harmless
+    replay; with anything else it is refused, because it is a different deposit.
+    """
+    minor = policy.check(amount)
+    reference = reference.strip()
+    if not reference:
+        raise LedgerError("a deposit needs a --reference (the payment's id) to be idempotent")
+    bind_currency(conn, policy.currency, now)
+    account_id = ensure_account(conn, who, now)
+    funding = system_account(conn, FUNDING)
+    existing = conn.execute(select(deposits).where(deposits.c.reference == reference)).one_or_none()
+    if existing is None:
+        lock_accounts(conn, [account_id, funding])
+        existing = conn.execute(
+            select(deposits).where(deposits.c.reference == reference)
+        ).one_or_none()
+    if existing is not None:
+        if existing.account_id != account_id or existing.amount_minor != minor:
+            raise LedgerError(f"reference {reference!r} was already used for a different deposit")
+        row = lock_accounts(conn, [account_id])[account_id]
+        return DepositResult(reference, account_id, amount, policy.money(available(row)), True)
+    (transfer_id,) = apply_transfers(
+        conn, [Transfer(debit=funding, credit=account_id, amount=minor, kind="deposit")], now
+    )
+    conn.execute(
+        deposits.insert().values(
+            reference=reference,
+            account_id=account_id,
+            amount_minor=minor,
+            transfer_id=transfer_id,
+            created_at=now,
+        )
+    )
+    row = conn.execute(select(accounts).where(accounts.c.id == account_id)).one()
+    return DepositResult(reference, account_id, amount, policy.money(available(row)), False)
+
+
+def total(conn: Connection, column: Any, *where: Any) -> int:
+    return int(conn.execute(select(func.coalesce(func.sum(column), 0)).where(*where)).scalar_one())
+
+
+class TipStatus(StrEnum):
+    POSTED = "posted"
+    HELD = "held"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    REFUSING_RECIPIENT = "refusing_recipient"
+    SELF_TIP = "self_tip"

@@ -1,0 +1,106 @@
+"""Configuration is read once, validated all at once, and never shows a secret."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.config import KEYS, ConfigError, load_settings, parse_duration, parse_notice_schedule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_need_no_environment_at_all():
+    s = load_settings({}, env_file=None)
+    assert s.database_url == "sqlite:///tipjar.db"
+    assert s.currency == "EUR"
+    assert s.hold_period == timedelta(days=90)
+    assert s.min_tip_minor == 10 and s.max_tip_minor == 10_000
+    assert s.fee_percent == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90d", timedelta(days=90)),
+        ("12h", timedelta(hours=12)),
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("2w", timedelta(weeks=2)),
+    ],
+)
+def test_durations_read_as_people_write_them(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "90", "d90", "1.5d", "-3d", "0d", "90 days"])
+def test_durations_that_are_not_durations_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_amounts_become_minor_units_of_the_deployment_currency():
+    s = load_settings({"CURRENCY": "USD", "MIN_TIP": "0.25", "MAX_TIP": "50"}, env_file=None)
+    assert (s.min_tip_minor, s.max_tip_minor) == (25, 5000)
+    assert str(s.max_tip) == "$50.00"
+
+
+def test_every_broken_key_is_reported_at_once(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("HOLD_PERIOD=ninety days\nFEE_PERCENT=150\nMIN_TIP=0.001\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings({}, env_file=env)
+    text = " ".join(err.value.problems)
+    assert len(err.value.problems) == 3
+    for key in ("HOLD_PERIOD", "FEE_PERCENT", "MIN_TIP"):
+        assert key in text
+
+
+def test_the_environment_overrides_the_env_file(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("CURRENCY=GBP\n")
+    assert load_settings({}, env_file=env).currency == "GBP"
+    assert load_settings({"CURRENCY": "EUR"}, env_file=env).currency == "EUR"
+
+
+def test_a_max_tip_below_the_min_tip_is_a_problem():
+    with pytest.raises(ConfigError, match="MAX_TIP"):
+        load_settings({"MIN_TIP": "5", "MAX_TIP": "1"}, env_file=None)
+
+
+def test_secrets_never_appear_in_repr_or_the_redacted_view():
+    s = load_settings(
+        {"X_BEARER_TOKEN": "AAAA-very-secret", "SECRET_KEY": "k" * 40, "X_CLIENT_SECRET": "cs-42"},
+        env_file=None,
+    )
+    shown = repr(s) + str(s.redacted())
+    for secret in ("AAAA-very-secret", "k" * 40, "cs-42"):
+        assert secret not in shown
+    assert s.redacted()["X_BEARER_TOKEN"] == "(set)"
+
+
+def test_running_live_needs_the_x_keys_and_a_secret_key():
+    problems = load_settings({}, env_file=None).live_problems()
+    assert any("X_BEARER_TOKEN" in p for p in problems)
+    assert any("SECRET_KEY" in p for p in problems)
+
+
+def test_notice_schedule_reads_first_and_reminders():
+    s = parse_notice_schedule("first,before-expiry:14d,before-expiry:2d")
+    assert s.at_first_hold
+    assert s.reminders_before_expiry == (timedelta(days=14), timedelta(days=2))
+    assert parse_notice_schedule("none").reminders_before_expiry == ()
+    with pytest.raises(ValueError):
+        parse_notice_schedule("daily")
+
+
+def test_config_example_lists_every_key_with_a_comment():
+    lines = (REPO / "config.example.env").read_text().splitlines()
+    for key in KEYS:
+        idx = next((i for i, line in enumerate(lines) if line.startswith(f"{key}=")), None)
+        assert idx is not None, f"{key} missing from config.example.env"
+        assert lines[idx - 1].startswith("#") or lines[idx - 2].startswith("#"), key
+    # and the example itself is a valid configuration
+    assert load_settings({}, env_file=REPO / "config.example.env").currency == "EUR"
