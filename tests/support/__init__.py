@@ -1,0 +1,1 @@
+"""Test support shared across suites: fakes of the platform and builders of its payloads."""
