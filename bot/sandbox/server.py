@@ -1,0 +1,1227 @@
+"""The loopback X API fake: a Flask app over a `World`, served from a daemon thread.
+
+It answers the few X API v2 endpoints tipjar uses (mentions timeline, user lookups,
+users/me, create post, send DM) and the OAuth 2.0 authorization-code-with-PKCE pair
+(consent page and token endpoint) with the real response shapes, status codes, error
+bodies and rate-limit headers, so that the real tweepy client can be pointed at it by
+mounting a transport adapter on its session. `Sandbox` owns the server and its `World`.
+It binds to loopback only: it has no real authentication and a control page.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from flask import Flask, Response, g, redirect, render_template_string, request, url_for
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Response as BaseResponse
+
+from bot.sandbox import pages
+from bot.sandbox.world import (
+    RATE_LIMITS,
+    RATE_WINDOW,
+    TOKEN_LIFETIME,
+    USERNAME_RE,
+    Clock,
+    Fault,
+    GrantRefused,
+    PostRefused,
+    RequestRecord,
+    Tweet,
+    User,
+    UserRef,
+    World,
+)
+
+_log = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json; charset=utf-8"
+PROBLEM_TYPE = "application/problem+json"
+NOT_FOUND_TYPE = "https://api.twitter.com/2/problems/resource-not-found"
+INVALID_REQUEST_TYPE = "https://api.twitter.com/2/problems/invalid-request"
+UNSUPPORTED_AUTH_TYPE = "https://api.twitter.com/2/problems/unsupported-authentication"
+
+DEFAULT_CLIENT_ID = "sandbox-client-id"
+DEFAULT_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 (a fake for loopback only)
+DEFAULT_BEARER_TOKEN = "sandbox-app-bearer-token"  # noqa: S105
+
+# The values the real API accepts (from the OpenAPI document); unknown ones are a 400.
+TWEET_FIELDS = frozenset(
+    "article attachments author_id card_uri community_id context_annotations conversation_id "
+    "created_at display_text_range edit_controls edit_history_tweet_ids entities geo id "
+    "in_reply_to_user_id lang media_metadata non_public_metrics note_tweet organic_metrics "
+    "possibly_sensitive promoted_metrics public_metrics referenced_tweets reply_settings scopes "
+    "source suggested_source_links suggested_source_links_with_counts text withheld".split()
+)
+TWEET_EXPANSIONS = frozenset(
+    "article.cover_media article.media_entities attachments.media_keys "
+    "attachments.media_source_tweet attachments.poll_ids author_id edit_history_tweet_ids "
+    "entities.mentions.username geo.place_id in_reply_to_user_id "
+    "entities.note.mentions.username referenced_tweets.id "
+    "referenced_tweets.id.attachments.media_keys referenced_tweets.id.author_id".split()
+)
+USER_FIELDS = frozenset(
+    "affiliation confirmed_email connection_status created_at description entities id "
+    "is_identity_verified location most_recent_tweet_id name parody pinned_tweet_id "
+    "profile_banner_url profile_image_url protected public_metrics receives_your_dm "
+    "subscription subscription_type url username verified verified_followers_count "
+    "verified_type withheld".split()
+)
+USER_EXPANSIONS = frozenset(["affiliation.user_id", "most_recent_tweet_id", "pinned_tweet_id"])
+_OTHER_FIELDS = ("media.fields", "poll.fields", "place.fields")
+MENTIONS_PARAMS = frozenset(
+    [
+        "since_id",
+        "until_id",
+        "max_results",
+        "pagination_token",
+        "start_time",
+        "end_time",
+        "tweet.fields",
+        "expansions",
+        "user.fields",
+        *_OTHER_FIELDS,
+    ]
+)
+USER_PARAMS = frozenset(["user.fields", "expansions", "tweet.fields"])
+POST_KEYS = frozenset(
+    "card_uri community_id direct_message_deep_link edit_options for_super_followers_only geo "
+    "media nullcast poll quote_tweet_id reply reply_settings share_with_followers text".split()
+)
+REPLY_KEYS = frozenset(
+    ["in_reply_to_tweet_id", "exclude_reply_user_ids", "auto_populate_reply_metadata"]
+)
+
+#: Scopes an app may ask for, with the words the consent page shows.
+SCOPES: dict[str, str] = {
+    "tweet.read": "See posts you can see, including from protected accounts.",
+    "users.read": "See any account you can see, including protected accounts.",
+    "tweet.write": "Post and repost for you.",
+    "dm.read": "See all your direct messages.",
+    "dm.write": "Send and manage direct messages for you.",
+    "offline.access": "Stay connected to your account until you revoke access.",
+    "follows.read": "See accounts you follow and accounts following you.",
+    "like.read": "See posts you have liked.",
+}
+READ_SCOPES = frozenset(["tweet.read", "users.read"])
+POST_SCOPES = READ_SCOPES | {"tweet.write"}
+DM_SCOPES = READ_SCOPES | {"dm.write"}
+
+UNAUTHORIZED_CLIENT = ("unauthorized_client", "Missing valid authorization header", 401)
+BAD_CLIENT_ID = "Value passed for the client id was invalid."
+
+_ID_RE = re.compile(r"^[0-9]{1,19}$")
+_TOKEN_RE = re.compile(r"^[0-9a-z]{1,16}$")
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """The sandbox app's identity on the fake platform (secrets kept out of the repr)."""
+
+    bot_user: User
+    app_name: str = "tipjar"
+    client_id: str = DEFAULT_CLIENT_ID
+    client_secret: str = field(default=DEFAULT_CLIENT_SECRET, repr=False)
+    bearer_token: str = field(default=DEFAULT_BEARER_TOKEN, repr=False)
+    redirect_uris: tuple[str, ...] = ()
+    confidential_client: bool = True
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: the app (Bearer app token) or a user (OAuth 1.0a, user token)."""
+
+    key: str
+    user: User | None
+    scopes: frozenset[str] | None  # None: OAuth 1.0a user context, which may do everything
+
+
+@dataclass(frozen=True)
+class AuthorizeRequest:
+    """A validated `/i/oauth2/authorize` query."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    state: str
+    code_challenge: str
+    code_challenge_method: str
+
+    def as_params(self) -> list[tuple[str, str]]:
+        return [
+            ("response_type", "code"),
+            ("client_id", self.client_id),
+            ("redirect_uri", self.redirect_uri),
+            ("scope", self.scope),
+            ("state", self.state),
+            ("code_challenge", self.code_challenge),
+            ("code_challenge_method", self.code_challenge_method),
+        ]
+
+
+class AuthorizeError(ValueError):
+    """An authorize request the consent page refuses to act on (shown, never redirected)."""
+
+
+# -- response helpers ----------------------------------------------------------------------
+
+
+def _json(body: object, status: int = 200, content_type: str = JSON_TYPE) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False), status=status, content_type=content_type)
+
+
+def _problem(status: int, title: str, detail: str, kind: str = "about:blank") -> Response:
+    body = {"title": title, "detail": detail, "type": kind, "status": status}
+    return _json(body, status, PROBLEM_TYPE)
+
+
+def _generic_problem(status: int) -> dict[str, object]:
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    return {"title": phrase, "detail": phrase, "type": "about:blank", "status": status}
+
+
+def _invalid_request(problems: Sequence[tuple[str, str, str]]) -> Response:
+    errors = [
+        {"parameters": {name: [value]}, "message": message} if name else {"message": message}
+        for name, value, message in problems
+    ]
+    body = {
+        "errors": errors,
+        "title": "Invalid Request",
+        "detail": "One or more parameters to your request was invalid.",
+        "type": INVALID_REQUEST_TYPE,
+    }
+    return _json(body, 400, PROBLEM_TYPE)
+
+
+def _not_found(parameter: str, value: str, resource_type: str, detail: str) -> dict[str, str]:
+    return {
+        "value": value,
+        "detail": detail,
+        "title": "Not Found Error",
+        "resource_type": resource_type,
+        "parameter": parameter,
+        "resource_id": value,
+        "type": NOT_FOUND_TYPE,
+    }
+
+
+def _timestamp(when: datetime) -> str:
+    when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def _encode_token(tweet_id: str) -> str:
+    number, digits = int(tweet_id), "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if number == 0:
+            return out
+
+
+def _with_query(url: str, params: Mapping[str, str]) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# -- JSON renderings -----------------------------------------------------------------------
+
+
+def user_json(user: User, fields: Iterable[str] = ()) -> dict[str, object]:
+    wanted = set(fields)
+    body: dict[str, object] = {"id": user.id, "name": user.name, "username": user.username}
+    if "created_at" in wanted:
+        body["created_at"] = _timestamp(user.created_at)
+    if "description" in wanted:
+        body["description"] = user.description
+    if "protected" in wanted:
+        body["protected"] = user.protected
+    if "verified" in wanted:
+        body["verified"] = user.verified
+    return body
+
+
+def tweet_json(tweet: Tweet, fields: Iterable[str] = ()) -> dict[str, object]:
+    wanted = set(fields)
+    body: dict[str, object] = {
+        "id": tweet.id,
+        "text": tweet.text,
+        "edit_history_tweet_ids": list(tweet.edit_history),
+    }
+    if "author_id" in wanted:
+        body["author_id"] = tweet.author.id
+    if "created_at" in wanted:
+        body["created_at"] = _timestamp(tweet.created_at)
+    if "conversation_id" in wanted:
+        body["conversation_id"] = tweet.conversation_id
+    if "in_reply_to_user_id" in wanted and tweet.in_reply_to_user_id is not None:
+        body["in_reply_to_user_id"] = tweet.in_reply_to_user_id
+    if "referenced_tweets" in wanted and tweet.referenced_tweets:
+        body["referenced_tweets"] = tweet.referenced_tweets
+    if "entities" in wanted and tweet.mentions:
+        mentions: list[dict[str, object]] = []
+        for entity in tweet.mentions:
+            item: dict[str, object] = {
+                "start": entity.start,
+                "end": entity.end,
+                "username": entity.username,
+            }
+            if entity.user_id is not None:
+                item["id"] = entity.user_id
+            mentions.append(item)
+        body["entities"] = {"mentions": mentions}
+    if "lang" in wanted:
+        body["lang"] = "en"
+    if "possibly_sensitive" in wanted:
+        body["possibly_sensitive"] = False
+    if "reply_settings" in wanted:
+        body["reply_settings"] = "everyone"
+    return body
+
+
+# Asking for an expansion brings the field it expands along (as the platform does).
+_IMPLIED_FIELDS = {
+    "author_id": "author_id",
+    "in_reply_to_user_id": "in_reply_to_user_id",
+    "entities.mentions.username": "entities",
+    "referenced_tweets.id": "referenced_tweets",
+    "referenced_tweets.id.author_id": "referenced_tweets",
+}
+
+
+# -- query parameter parsing -------------------------------------------------------------
+
+
+class _Params:
+    """Reads query parameters the way the X API validates them, collecting every problem."""
+
+    def __init__(self, args: Mapping[str, str], allowed: frozenset[str]) -> None:
+        self.args = args
+        self.problems: list[tuple[str, str, str]] = []
+        for name in args:
+            if name not in allowed:
+                listed = ",".join(sorted(allowed))
+                self.problems.append(
+                    (name, args[name], f"The query parameter [{name}] is not one of [{listed}]")
+                )
+
+    def tweet_id(self, name: str) -> int | None:
+        value = self.args.get(name)
+        if value is None:
+            return None
+        if not _ID_RE.match(value):
+            self.problems.append(
+                (
+                    name,
+                    value,
+                    f"The `{name}` query parameter value [{value}] does not match ^[0-9]{{1,19}}$",
+                )
+            )
+            return None
+        return int(value)
+
+    def integer(self, name: str, low: int, high: int, default: int) -> int:
+        value = self.args.get(name)
+        if value is None:
+            return default
+        if not value.isdigit() or not low <= int(value) <= high:
+            self.problems.append(
+                (
+                    name,
+                    value,
+                    f"The `{name}` query parameter value [{value}] is not between {low} and {high}",
+                )
+            )
+            return default
+        return int(value)
+
+    def choices(self, name: str, allowed: frozenset[str]) -> set[str]:
+        value = self.args.get(name)
+        if value is None:
+            return set()
+        chosen = set()
+        for item in value.split(","):
+            if item not in allowed:
+                listed = ",".join(sorted(allowed))
+                self.problems.append(
+                    (
+                        name,
+                        item,
+                        f"The `{name}` query parameter value [{item}] is not one of [{listed}]",
+                    )
+                )
+            else:
+                chosen.add(item)
+        return chosen
+
+    def time(self, name: str) -> datetime | None:
+        value = self.args.get(name)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            self.problems.append(
+                (
+                    name,
+                    value,
+                    f"The `{name}` query parameter value [{value}] is not a valid RFC 3339 time",
+                )
+            )
+            return None
+        return parsed
+
+    def pagination_token(self) -> int | None:
+        value = self.args.get("pagination_token")
+        if value is None:
+            return None
+        if not _TOKEN_RE.match(value):
+            self.problems.append(
+                (
+                    "pagination_token",
+                    value,
+                    f"The `pagination_token` query parameter value [{value}] is not valid",
+                )
+            )
+            return None
+        return int(value, 36)
+
+
+# -- the application -----------------------------------------------------------------------
+
+
+def create_app(world: World, settings: SandboxSettings) -> Flask:
+    """The WSGI app of the sandbox; usable without a socket through `app.test_client()`."""
+    app = Flask("bot.sandbox")
+
+    def authenticate() -> Principal | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("OAuth "):
+            bot = world.user_by_id(settings.bot_user.id)
+            return None if bot is None else Principal(f"user:{bot.id}", bot, None)
+        if not header.startswith("Bearer "):
+            return None
+        token = header.removeprefix("Bearer ").strip()
+        if token and hmac.compare_digest(token.encode(), settings.bearer_token.encode()):
+            return Principal("app", None, None)
+        grant = world.token_grant(token)
+        user = None if grant is None else world.user_by_id(grant.user_id)
+        if grant is None or user is None:
+            return None
+        return Principal(f"user:{user.id}", user, grant.scopes)
+
+    def admit(endpoint: str, scopes: frozenset[str]) -> Principal | Response:
+        """Authentication, authorization and the rate window of one API request."""
+        principal = authenticate()
+        if principal is None:
+            return _problem(401, "Unauthorized", "Unauthorized")
+        app_limit, _user_limit = RATE_LIMITS[endpoint]
+        if principal.user is None and app_limit is None:
+            return _problem(
+                403,
+                "Unsupported Authentication",
+                "Authenticating with OAuth 2.0 Application-Only is forbidden for this endpoint.  "
+                "Supported authentication types are [OAuth 1.0a User Context, "
+                "OAuth 2.0 User Context].",
+                UNSUPPORTED_AUTH_TYPE,
+            )
+        if principal.user is not None and principal.scopes is not None:
+            missing = sorted(scopes - principal.scopes)
+            if missing:
+                return _problem(
+                    403, "Forbidden", f"The access token lacks the scopes {', '.join(missing)}."
+                )
+        g.principal_key = principal.key
+        rate = world.consume_rate(endpoint, principal.key)
+        g.rate = rate
+        if not rate.allowed:
+            return _problem(429, "Too Many Requests", "Too Many Requests")
+        return principal
+
+    @app.before_request
+    def inject_fault() -> Response | None:
+        fault = world.take_fault(request.method, request.path)
+        if fault is None:
+            return None
+        if fault.delay > 0:
+            time.sleep(fault.delay)
+        if fault.status is None:
+            return None
+        return _fault_response(fault)
+
+    def _fault_response(fault: Fault) -> Response:
+        assert fault.status is not None
+        if fault.malformed:
+            return Response(b'{"data": [{"id": "1', status=fault.status, content_type=JSON_TYPE)
+        if fault.body is None:
+            response = _json(_generic_problem(fault.status), fault.status, PROBLEM_TYPE)
+        elif isinstance(fault.body, bytes | str):
+            response = Response(fault.body, status=fault.status, content_type=JSON_TYPE)
+        else:
+            response = _json(fault.body, fault.status)
+        if fault.status == 429:
+            endpoint = endpoint_of(request.method, request.path)
+            limits = RATE_LIMITS.get(endpoint or "", (None, 0))
+            response.headers["x-rate-limit-limit"] = str(limits[0] or limits[1])
+            response.headers["x-rate-limit-remaining"] = "0"
+            reset = world.now() + RATE_WINDOW
+            response.headers["x-rate-limit-reset"] = str(int(reset.timestamp()))
+        response.headers.update(fault.headers)
+        g.faulted = True
+        return response
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        rate = g.get("rate")
+        if rate is not None and not g.get("faulted"):
+            response.headers["x-rate-limit-limit"] = str(rate.limit)
+            response.headers["x-rate-limit-remaining"] = str(rate.remaining)
+            response.headers["x-rate-limit-reset"] = str(rate.reset)
+        world.record_request(
+            RequestRecord(
+                method=request.method,
+                path=request.path,
+                query=request.query_string.decode("latin-1"),
+                status=response.status_code,
+                at=world.now(),
+                principal=g.get("principal_key"),
+            )
+        )
+        return response
+
+    @app.errorhandler(404)
+    def not_found(_error: Exception) -> Response:
+        return _problem(404, "Not Found", "Sorry, that page does not exist.")
+
+    @app.errorhandler(405)
+    def not_allowed(_error: Exception) -> Response:
+        return _problem(405, "Method Not Allowed", "Method Not Allowed")
+
+    # -- the API -------------------------------------------------------------------------
+
+    @app.get("/2/users/<user_id>/mentions")
+    def mentions(user_id: str) -> Response:
+        admitted = admit("GET /2/users/:id/mentions", READ_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        params = _Params(request.args, MENTIONS_PARAMS)
+        if not _ID_RE.match(user_id):
+            params.problems.append(
+                (
+                    "id",
+                    user_id,
+                    f"The `id` query parameter value [{user_id}] does not match ^[0-9]{{1,19}}$",
+                )
+            )
+        max_results = params.integer("max_results", 5, 100, default=10)
+        since_id = params.tweet_id("since_id")
+        until_id = params.tweet_id("until_id")
+        start_time, end_time = params.time("start_time"), params.time("end_time")
+        before = params.pagination_token()
+        tweet_fields = params.choices("tweet.fields", TWEET_FIELDS)
+        expansions = params.choices("expansions", TWEET_EXPANSIONS)
+        user_fields = params.choices("user.fields", USER_FIELDS)
+        if params.problems:
+            return _invalid_request(params.problems)
+        with world.lock:
+            if world.user_by_id(user_id) is None:
+                detail = f"Could not find user with id: [{user_id}]."
+                return _json({"errors": [_not_found("id", user_id, "user", detail)]})
+            selected = [
+                t
+                for t in world.mentions_of(user_id)
+                if (since_id is None or int(t.id) > since_id)
+                and (until_id is None or int(t.id) < until_id)
+                and (before is None or int(t.id) < before)
+                and (start_time is None or t.created_at >= start_time)
+                and (end_time is None or t.created_at <= end_time)
+            ]
+            page = selected[:max_results]
+            body = render_tweets(page, tweet_fields, expansions, user_fields)
+            meta: dict[str, object] = {"result_count": len(page)}
+            if page:
+                meta["newest_id"] = page[0].id
+                meta["oldest_id"] = page[-1].id
+            if len(selected) > max_results:
+                meta["next_token"] = _encode_token(page[-1].id)
+            body["meta"] = meta
+        return _json(body)
+
+    def render_tweets(
+        tweets: Sequence[Tweet], fields: set[str], expansions: set[str], user_fields: set[str]
+    ) -> dict[str, object]:
+        fields = fields | {_IMPLIED_FIELDS[e] for e in expansions if e in _IMPLIED_FIELDS}
+        users: dict[str, User] = {}
+        included: dict[str, Tweet] = {}
+        errors: list[dict[str, str]] = []
+
+        def include_user(user_id: str | None) -> None:
+            user = None if user_id is None else world.user_by_id(user_id)
+            if user is not None:
+                users.setdefault(user.id, user)
+
+        for tweet in tweets:
+            if "author_id" in expansions:
+                include_user(tweet.author.id)
+            if "entities.mentions.username" in expansions:
+                for entity in tweet.mentions:
+                    include_user(entity.user_id)
+            if "in_reply_to_user_id" in expansions:
+                include_user(tweet.in_reply_to_user_id)
+            if expansions & {"referenced_tweets.id", "referenced_tweets.id.author_id"}:
+                for ref in tweet.referenced_tweets:
+                    target = world.get_tweet(ref["id"])
+                    if target is None:
+                        detail = f"Could not find tweet with referenced_tweets.id: [{ref['id']}]."
+                        error = _not_found("referenced_tweets.id", ref["id"], "tweet", detail)
+                        errors.append({**error, "section": "includes"})
+                        continue
+                    if "referenced_tweets.id" in expansions:
+                        included.setdefault(target.id, target)
+                    if "referenced_tweets.id.author_id" in expansions:
+                        include_user(target.author.id)
+        body: dict[str, object] = {}
+        if tweets:
+            body["data"] = [tweet_json(t, fields) for t in tweets]
+        includes: dict[str, object] = {}
+        if users:
+            includes["users"] = [user_json(u, user_fields) for u in users.values()]
+        if included:
+            includes["tweets"] = [tweet_json(t, fields) for t in included.values()]
+        if includes:
+            body["includes"] = includes
+        if errors:
+            body["errors"] = errors
+        return body
+
+    @app.get("/2/users/by")
+    def users_by() -> Response:
+        admitted = admit("GET /2/users/by", READ_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        params = _Params(request.args, USER_PARAMS | {"usernames"})
+        raw = request.args.get("usernames", "")
+        names = raw.split(",") if raw else []
+        if not names:
+            params.problems.append(
+                ("usernames", raw, "The `usernames` query parameter can not be empty")
+            )
+        elif len(names) > 100:
+            params.problems.append(
+                (
+                    "usernames",
+                    raw,
+                    f"The number of values in the `usernames` query parameter "
+                    f"list [{len(names)}] is not between 1 and 100",
+                )
+            )
+        for name in names:
+            if not USERNAME_RE.match(name):
+                params.problems.append(
+                    (
+                        "usernames",
+                        name,
+                        f"The `usernames` query parameter value [{name}] does "
+                        "not match ^[A-Za-z0-9_]{1,15}$",
+                    )
+                )
+        user_fields = params.choices("user.fields", USER_FIELDS)
+        params.choices("expansions", USER_EXPANSIONS)
+        params.choices("tweet.fields", TWEET_FIELDS)
+        if params.problems:
+            return _invalid_request(params.problems)
+        found: dict[str, User] = {}
+        errors = []
+        with world.lock:
+            for name in names:
+                user = world.find_user(name)
+                if user is None:
+                    detail = f"Could not find user with usernames: [{name}]."
+                    errors.append(_not_found("usernames", name, "user", detail))
+                else:
+                    found.setdefault(user.id, user)
+            body: dict[str, object] = {}
+            if found:
+                body["data"] = [user_json(u, user_fields) for u in found.values()]
+        if errors:
+            body["errors"] = errors
+        return _json(body)
+
+    @app.get("/2/users/by/username/<username>")
+    def user_by_username(username: str) -> Response:
+        admitted = admit("GET /2/users/by/username/:username", READ_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        params = _Params(request.args, USER_PARAMS)
+        if not USERNAME_RE.match(username):
+            params.problems.append(
+                (
+                    "username",
+                    username,
+                    f"The `username` query parameter value [{username}] "
+                    "does not match ^[A-Za-z0-9_]{1,15}$",
+                )
+            )
+        user_fields = params.choices("user.fields", USER_FIELDS)
+        params.choices("expansions", USER_EXPANSIONS)
+        if params.problems:
+            return _invalid_request(params.problems)
+        with world.lock:
+            user = world.find_user(username)
+            if user is None:
+                detail = f"Could not find user with username: [{username}]."
+                return _json({"errors": [_not_found("username", username, "user", detail)]})
+            return _json({"data": user_json(user, user_fields)})
+
+    @app.get("/2/users/me")
+    def users_me() -> Response:
+        admitted = admit("GET /2/users/me", READ_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        params = _Params(request.args, USER_PARAMS)
+        user_fields = params.choices("user.fields", USER_FIELDS)
+        params.choices("expansions", USER_EXPANSIONS)
+        if params.problems:
+            return _invalid_request(params.problems)
+        assert admitted.user is not None
+        with world.lock:
+            return _json({"data": user_json(admitted.user, user_fields)})
+
+    @app.get("/2/users/<user_id>")
+    def user_by_id(user_id: str) -> Response:
+        admitted = admit("GET /2/users/:id", READ_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        params = _Params(request.args, USER_PARAMS)
+        if not _ID_RE.match(user_id):
+            params.problems.append(
+                (
+                    "id",
+                    user_id,
+                    f"The `id` query parameter value [{user_id}] does not match ^[0-9]{{1,19}}$",
+                )
+            )
+        user_fields = params.choices("user.fields", USER_FIELDS)
+        params.choices("expansions", USER_EXPANSIONS)
+        if params.problems:
+            return _invalid_request(params.problems)
+        with world.lock:
+            user = world.user_by_id(user_id)
+            if user is None:
+                detail = f"Could not find user with id: [{user_id}]."
+                return _json({"errors": [_not_found("id", user_id, "user", detail)]})
+            return _json({"data": user_json(user, user_fields)})
+
+    def json_body() -> tuple[dict[str, Any] | None, Response | None]:
+        if not request.is_json:
+            message = "Requests with bodies must have content-type of application/json."
+            return None, _invalid_request([("", "", message)])
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return None, _invalid_request([("", "", "The request body is not a JSON object.")])
+        return body, None
+
+    @app.post("/2/tweets")
+    def create_tweet() -> Response:
+        admitted = admit("POST /2/tweets", POST_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        body, refusal = json_body()
+        if refusal is not None or body is None:
+            return refusal or _problem(400, "Invalid Request", "No body")
+        problems = [
+            (
+                "",
+                "",
+                f"$.{key}: is not defined in the schema and the schema does not allow "
+                "additional properties",
+            )
+            for key in body
+            if key not in POST_KEYS
+        ]
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            problems.append(("", "", "$.text: a non-empty string is required in the sandbox"))
+        reply = body.get("reply")
+        in_reply_to: str | None = None
+        if reply is not None:
+            if not isinstance(reply, dict):
+                problems.append(("", "", "$.reply: object expected"))
+            else:
+                problems += [
+                    (
+                        "",
+                        "",
+                        f"$.reply.{key}: is not defined in the schema and the schema "
+                        "does not allow additional properties",
+                    )
+                    for key in reply
+                    if key not in REPLY_KEYS
+                ]
+                target = reply.get("in_reply_to_tweet_id")
+                if not isinstance(target, str) or not _ID_RE.match(target):
+                    problems.append(
+                        ("", "", "$.reply.in_reply_to_tweet_id: string [0-9]{1,19} expected")
+                    )
+                else:
+                    in_reply_to = target
+        if problems:
+            return _invalid_request(problems)
+        assert admitted.user is not None and isinstance(text, str)
+        try:
+            post = world.create_post(admitted.user, text, in_reply_to=in_reply_to)
+        except PostRefused as refused:
+            return _json(refused.problem(), refused.status, PROBLEM_TYPE)
+        data = {"id": post.id, "text": post.text, "edit_history_tweet_ids": [post.id]}
+        return _json({"data": data}, 201)
+
+    @app.post("/2/dm_conversations/with/<participant_id>/messages")
+    def send_dm(participant_id: str) -> Response:
+        admitted = admit("POST /2/dm_conversations/with/:participant_id/messages", DM_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        body, refusal = json_body()
+        if refusal is not None or body is None:
+            return refusal or _problem(400, "Invalid Request", "No body")
+        text = body.get("text")
+        problems: list[tuple[str, str, str]] = []
+        if not isinstance(text, str) or not text:
+            problems.append(("", "", "$.text: a non-empty string is required in the sandbox"))
+        recipient = world.user_by_id(participant_id) if _ID_RE.match(participant_id) else None
+        if recipient is None:
+            problems.append(
+                (
+                    "participant_id",
+                    participant_id,
+                    f"The `participant_id` path parameter value [{participant_id}] is not a user",
+                )
+            )
+        if problems:
+            return _invalid_request(problems)
+        assert admitted.user is not None and recipient is not None and isinstance(text, str)
+        message = world.send_dm(admitted.user, recipient, text)
+        data = {"dm_conversation_id": message.conversation_id, "dm_event_id": message.id}
+        return _json({"data": data}, 201)
+
+    # -- OAuth 2.0 -----------------------------------------------------------------------
+
+    @app.get("/i/oauth2/authorize")
+    def authorize_page() -> BaseResponse | tuple[str, int]:
+        try:
+            asked = parse_authorize(request.args, settings)
+        except AuthorizeError as refused:
+            return render_template_string(pages.ERROR_PAGE, message=str(refused)), 400
+        login = request.args.get("login")
+        error = None
+        with world.lock:
+            if login:
+                chosen = world.find_user(login)
+                choices = [chosen] if chosen else people()
+                if chosen is None:
+                    error = f"There is no sandbox account @{login.lstrip('@')}."
+            elif world.signed_in_user is not None:
+                choices = [world.signed_in_user]
+            else:
+                choices = people()
+            html = consent_html(asked, choices, error)
+        return Response(html, content_type="text/html; charset=utf-8")
+
+    def people() -> list[User]:
+        """Accounts a person might sign in with: everyone but the bot (login= still can)."""
+        return [u for u in world.users if u.id != settings.bot_user.id]
+
+    def consent_html(asked: AuthorizeRequest, choices: list[User], error: str | None) -> str:
+        return render_template_string(
+            pages.CONSENT_PAGE,
+            app_name=settings.app_name,
+            action=url_for("authorize_decision"),
+            params=asked.as_params(),
+            users=choices,
+            scopes=[SCOPES[s] for s in asked.scope.split()],
+            error=error,
+        )
+
+    @app.post("/i/oauth2/authorize")
+    def authorize_decision() -> BaseResponse | tuple[str, int]:
+        try:
+            asked = parse_authorize(request.form, settings)
+        except AuthorizeError as refused:
+            return render_template_string(pages.ERROR_PAGE, message=str(refused)), 400
+        if request.form.get("decision") == "cancel":
+            return redirect(deny_url(asked), 302)
+        user = world.user_by_id(request.form.get("user_id", ""))
+        if user is None:
+            html = consent_html(asked, people(), "Choose the account to sign in with.")
+            return html, 400
+        return redirect(approve_url(world, asked, user), 302)
+
+    @app.post("/2/oauth2/token")
+    def token() -> Response:
+        form = request.form
+        credentials = request.authorization
+        if credentials is not None and credentials.type == "basic":
+            good_id = hmac.compare_digest(
+                (credentials.username or "").encode(), settings.client_id.encode()
+            )
+            good_secret = hmac.compare_digest(
+                (credentials.password or "").encode(), settings.client_secret.encode()
+            )
+            if not (good_id and good_secret):
+                return _oauth_error(*UNAUTHORIZED_CLIENT)
+            client_id = settings.client_id
+            if form.get("client_id", client_id) != client_id:
+                return _oauth_error("invalid_request", BAD_CLIENT_ID)
+        elif settings.confidential_client:
+            return _oauth_error(*UNAUTHORIZED_CLIENT)
+        else:
+            client_id = form.get("client_id", "")
+            if client_id != settings.client_id:
+                return _oauth_error(*UNAUTHORIZED_CLIENT)
+        if form.get("grant_type") != "authorization_code":
+            return _oauth_error("invalid_request", "Value passed for the grant type was invalid.")
+        for name in ("code", "redirect_uri", "code_verifier"):
+            if not form.get(name):
+                return _oauth_error("invalid_request", f"Missing required parameter [{name}].")
+        try:
+            access_token, grant = world.redeem_code(
+                form["code"],
+                client_id=client_id,
+                redirect_uri=form["redirect_uri"],
+                code_verifier=form["code_verifier"],
+            )
+        except GrantRefused as refused:
+            return _oauth_error(refused.error, refused.description, refused.status)
+        response = _json(
+            {
+                "token_type": "bearer",
+                "expires_in": int(TOKEN_LIFETIME.total_seconds()),
+                "access_token": access_token,
+                "scope": grant.scope,
+            }
+        )
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        return response
+
+    # -- control page --------------------------------------------------------------------
+
+    @app.get("/")
+    def control_page() -> str:
+        with world.lock:
+            return render_template_string(
+                pages.CONTROL_PAGE,
+                bot=settings.bot_user,
+                users=world.users,
+                tweets=list(reversed(world.tweets))[:50],
+                dms=list(reversed(world.dms))[:50],
+                error=request.args.get("error"),
+            )
+
+    @app.post("/sandbox/tweet")
+    def control_tweet() -> BaseResponse:
+        in_reply_to = request.form.get("in_reply_to", "").strip() or None
+        try:
+            world.mention(
+                request.form.get("author", ""),
+                request.form.get("text", ""),
+                in_reply_to=in_reply_to,
+            )
+        except (KeyError, ValueError) as error:
+            return redirect(url_for("control_page", error=str(error)), 303)
+        return redirect(url_for("control_page"), 303)
+
+    @app.post("/sandbox/users")
+    def control_add_user() -> BaseResponse:
+        try:
+            world.add_user(request.form.get("username", ""))
+        except ValueError as error:
+            return redirect(url_for("control_page", error=str(error)), 303)
+        return redirect(url_for("control_page"), 303)
+
+    @app.get("/sandbox/state")
+    def control_state() -> Response:
+        with world.lock:
+            state = {
+                "bot_user": user_json(settings.bot_user),
+                "users": [user_json(u, ["created_at"]) for u in world.users],
+                "tweets": [
+                    {**tweet_json(t, TWEET_FIELDS), "via_api": t.via_api} for t in world.tweets
+                ],
+                "dms": [
+                    {
+                        "dm_event_id": m.id,
+                        "dm_conversation_id": m.conversation_id,
+                        "sender_id": m.sender.id,
+                        "participant_id": m.recipient.id,
+                        "text": m.text,
+                    }
+                    for m in world.dms
+                ],
+            }
+        return _json(state)
+
+    return app
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> Response:
+    response = _json({"error": error, "error_description": description}, status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+_ENDPOINT_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("GET /2/users/:id/mentions", re.compile(r"^/2/users/[^/]+/mentions$")),
+    ("GET /2/users/by", re.compile(r"^/2/users/by$")),
+    ("GET /2/users/by/username/:username", re.compile(r"^/2/users/by/username/[^/]+$")),
+    ("GET /2/users/me", re.compile(r"^/2/users/me$")),
+    ("GET /2/users/:id", re.compile(r"^/2/users/[^/]+$")),
+    ("POST /2/tweets", re.compile(r"^/2/tweets$")),
+    (
+        "POST /2/dm_conversations/with/:participant_id/messages",
+        re.compile(r"^/2/dm_conversations/with/[^/]+/messages$"),
+    ),
+]
+
+
+def endpoint_of(method: str, path: str) -> str | None:
+    """The rate-limit endpoint key ("GET /2/users/by" ...) a request path falls under."""
+    for key, pattern in _ENDPOINT_PATTERNS:
+        if key.startswith(method + " ") and pattern.match(path):
+            return key
+    return None
+
+
+def parse_authorize(params: Mapping[str, str], settings: SandboxSettings) -> AuthorizeRequest:
+    """Validate an authorize request; raises AuthorizeError with what is wrong."""
+    if params.get("response_type") != "code":
+        raise AuthorizeError("response_type must be 'code'.")
+    if params.get("client_id") != settings.client_id:
+        raise AuthorizeError("This client_id is not an application known to the sandbox.")
+    redirect_uri = params.get("redirect_uri", "")
+    parts = urlsplit(redirect_uri)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+        raise AuthorizeError("redirect_uri must be an absolute http(s) URL without a fragment.")
+    if settings.redirect_uris and redirect_uri not in settings.redirect_uris:
+        raise AuthorizeError("redirect_uri is not one of the app's callback URLs.")
+    scope = params.get("scope", "")
+    unknown = [s for s in scope.split() if s not in SCOPES]
+    if not scope.split() or unknown:
+        raise AuthorizeError(f"scope must list known scopes; unknown: {unknown or '(empty)'}.")
+    state = params.get("state", "")
+    if not state or len(state) > 500:
+        raise AuthorizeError("state is required (at most 500 characters).")
+    challenge = params.get("code_challenge", "")
+    method = params.get("code_challenge_method", "")
+    if not challenge or method not in ("S256", "plain"):
+        raise AuthorizeError("PKCE is required: code_challenge with method S256 (or plain).")
+    return AuthorizeRequest(settings.client_id, redirect_uri, scope, state, challenge, method)
+
+
+def approve_url(world: World, asked: AuthorizeRequest, user: UserRef) -> str:
+    """The callback URL the consent page sends the browser to when `user` authorizes."""
+    code = world.issue_code(
+        user,
+        client_id=asked.client_id,
+        redirect_uri=asked.redirect_uri,
+        code_challenge=asked.code_challenge,
+        code_challenge_method=asked.code_challenge_method,
+        scope=asked.scope,
+    )
+    return _with_query(asked.redirect_uri, {"state": asked.state, "code": code})
+
+
+def deny_url(asked: AuthorizeRequest) -> str:
+    """The callback URL the consent page sends the browser to on Cancel."""
+    return _with_query(asked.redirect_uri, {"error": "access_denied", "state": asked.state})
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Request lines go to the debug log, not stderr (they would drown the demo's output)."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        _log.debug("%s %s", type, message % args)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Sandbox:
+    """The loopback X API: `with Sandbox() as sandbox: ...sandbox.base_url, sandbox.world`."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        bot_username: str = "flattr",
+        clock: Clock | None = None,
+        *,
+        bot_user_id: str | None = None,
+        app_name: str = "tipjar",
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        bearer_token: str = DEFAULT_BEARER_TOKEN,
+        redirect_uris: Sequence[str] = (),
+        confidential_client: bool = True,
+    ) -> None:
+        if not _is_loopback(host):
+            raise ValueError(f"the sandbox only binds to loopback, not {host!r}")
+        self.host = host
+        self.port = port
+        self.world = World(clock)
+        self.bot_user = self.world.add_user(bot_username, name="Tip jar", user_id=bot_user_id)
+        self.settings = SandboxSettings(
+            bot_user=self.bot_user,
+            app_name=app_name,
+            client_id=client_id,
+            client_secret=client_secret,
+            bearer_token=bearer_token,
+            redirect_uris=tuple(redirect_uris),
+            confidential_client=confidential_client,
+        )
+        self.app = create_app(self.world, self.settings)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._base_url: str | None = None
+
+    def __repr__(self) -> str:
+        where = self._base_url or "not started"
+        return f"Sandbox({where}, bot=@{self.bot_user.username})"
+
+    @property
+    def client_id(self) -> str:
+        return self.settings.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self.settings.client_secret
+
+    @property
+    def bearer_token(self) -> str:
+        return self.settings.bearer_token
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._base_url
+
+    @property
+    def authorize_url(self) -> str:
+        return self.base_url + "/i/oauth2/authorize"
+
+    @property
+    def token_url(self) -> str:
+        return self.base_url + "/2/oauth2/token"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> str:
+        """Serve on host:port (0 = any free port) from a daemon thread; returns base_url."""
+        if self._server is not None:
+            return self.base_url
+        server = make_server(
+            self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
+        )
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.01},  # stop() waits up to one interval
+            name="tipjar-sandbox",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        netloc = f"[{self.host}]" if ":" in self.host else self.host
+        self._base_url = f"http://{netloc}:{server.server_port}"
+        return self._base_url
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        self._base_url = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point tipjar at this sandbox (as in config.example.env)."""
+        return {
+            "X_API_BASE_URL": self.base_url,
+            "X_OAUTH_AUTHORIZE_URL": self.authorize_url,
+            "X_OAUTH_TOKEN_URL": self.token_url,
+            "X_BEARER_TOKEN": self.bearer_token,
+            "X_CLIENT_ID": self.client_id,
+            "X_CLIENT_SECRET": self.client_secret,
+            "X_BOT_USERNAME": self.bot_user.username,
+            "X_BOT_USER_ID": self.bot_user.id,
+            # OAuth 1.0a is accepted with any signature: these only need to be present.
+            "X_API_KEY": "sandbox-api-key",
+            "X_API_SECRET": "sandbox-api-secret",
+            "X_ACCESS_TOKEN": f"{self.bot_user.id}-sandbox-access-token",
+            "X_ACCESS_TOKEN_SECRET": "sandbox-access-token-secret",
+        }
+
+    def approve(self, authorize_request_url: str, user: UserRef) -> str:
+        """Do what the consent page does when `user` clicks Authorize; returns the callback URL.
+
+        `authorize_request_url` is where the app sent the browser (its query is read; its
+        host is not). Raises AuthorizeError if the request would be refused.
+        """
+        asked = parse_authorize(
+            dict(parse_qsl(urlsplit(authorize_request_url).query)), self.settings
+        )
+        return approve_url(self.world, asked, self.world.user(user))
+
+    def deny(self, authorize_request_url: str) -> str:
+        """Do what the consent page does on Cancel; returns the callback URL."""
+        asked = parse_authorize(
+            dict(parse_qsl(urlsplit(authorize_request_url).query)), self.settings
+        )
+        return deny_url(asked)
+
+    def user_token(self, user: UserRef, scope: str = "users.read tweet.read") -> str:
+        """A user access token without the consent dance (for tests of later steps)."""
+        token, _grant = self.world.issue_token(user, scope=scope)
+        return token
