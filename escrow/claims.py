@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, select, update
 
 from escrow.ledger import (
     FEES,
@@ -84,13 +84,18 @@ def post_holds(
         conn.execute(
             update(tips)
             .where(tips.c.id.in_([r.id for r in live]), tips.c.state == "held")
-            .values(state="posted", resolution="claimed", resolved_at=now)
+            .values(
+                state="posted",
+                resolution="claimed",
+                resolved_at=now,
+                # Integer division floors on both databases: the odd cent stays with the creator.
+                fee_minor=(tips.c.amount_minor * policy.fee_percent) // 100,
+            )
             .returning(tips.c.id)
         ).scalars()
     )
     posted = [r for r in live if r.id in won]
     batch: list[Transfer] = []
-    fee_updates = []
     for r in posted:
         batch.append(
             Transfer(
@@ -105,13 +110,7 @@ def post_holds(
         fee = policy.fee(r.amount_minor)
         if fee:
             batch.append(Transfer(recipient_id, fees_id, fee, "fee", tip_id=r.id))
-            fee_updates.append({"tid": r.id, "fee": fee})
     apply_transfers(conn, batch, now)
-    if fee_updates:
-        conn.execute(
-            update(tips).where(tips.c.id == bindparam("tid")).values(fee_minor=bindparam("fee")),
-            fee_updates,
-        )
     return posted, expired
 
 

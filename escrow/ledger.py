@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from escrow.money import Money, MoneyError
@@ -244,11 +244,14 @@ def _deltas(t: Transfer) -> list[tuple[int, str, int]]:
 COUNTERS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
 
 
-def apply_transfers(conn: Connection, batch: Sequence[Transfer], now: datetime) -> list[int]:
-    """Write `batch` and move the counters; returns the new transfer ids in order.
+def apply_transfers(
+    conn: Connection, batch: Sequence[Transfer], now: datetime, *, return_ids: bool = False
+) -> list[int]:
+    """Write `batch` and move the counters; with `return_ids`, the new transfer ids in order.
 
-    The counters of each account are moved by one UPDATE carrying the summed deltas; the
-    database's CHECK constraints refuse any overdraft that slipped past the caller.
+    Each account's counters move by one UPDATE carrying its summed deltas, sent as one
+    executemany; the database's CHECK constraints refuse any overdraft that slipped past
+    the caller.
     """
     if not batch:
         return []
@@ -265,24 +268,89 @@ def apply_transfers(conn: Connection, batch: Sequence[Transfer], now: datetime) 
         }
         for t in batch
     ]
-    ids = [
-        int(r.id)
-        for r in conn.execute(
-            transfers.insert().returning(transfers.c.id, sort_by_parameter_order=True), rows
-        )
-    ]
+    ids: list[int] = []
+    if return_ids:
+        ids = [
+            int(r.id)
+            for r in conn.execute(
+                transfers.insert().returning(transfers.c.id, sort_by_parameter_order=True), rows
+            )
+        ]
+    else:
+        bulk_insert(conn, transfers, rows)
     sums: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
     for t in batch:
         for account_id, counter, delta in _deltas(t):
             sums[account_id][counter] += delta
-    for account_id in sorted(sums):
-        d = sums[account_id]
-        conn.execute(
-            update(accounts)
-            .where(accounts.c.id == account_id)
-            .values({c: accounts.c[c] + d[c] for c in COUNTERS if d[c]} | {"updated_at": now})
-        )
+    _move_counters(conn, sorted(sums.items()), now)
     return ids
+
+
+CHUNK = 1000
+
+
+def bulk_insert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows fast: COPY on PostgreSQL, executemany elsewhere. Same transaction."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql" or len(rows) < 64:
+        conn.execute(table.insert(), list(rows))
+        return
+    columns = list(rows[0])
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    names = ", ".join(columns)
+    with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
+
+
+def _move_counters(
+    conn: Connection, deltas: list[tuple[int, dict[str, int]]], now: datetime
+) -> None:
+    """Add `deltas` to the account counters, in account id order (the lock order)."""
+    if conn.dialect.name != "postgresql" or len(deltas) < 8:
+        conn.execute(
+            _COUNTER_UPDATE,
+            [{"aid": aid, **{f"d_{c}": d[c] for c in COUNTERS}, "now": now} for aid, d in deltas],
+        )
+        return
+    # PostgreSQL: one UPDATE ... FROM (VALUES ...) per chunk instead of one per account.
+    for i in range(0, len(deltas), CHUNK):
+        chunk = deltas[i : i + CHUNK]
+        params: dict[str, object] = {"now": now}
+        values = []
+        for n, (aid, d) in enumerate(chunk):
+            values.append(f"(:a{n}, :p{n}, :c{n}, :q{n}, :r{n})")
+            params.update(
+                {
+                    f"a{n}": aid,
+                    f"p{n}": d["debits_posted"],
+                    f"c{n}": d["credits_posted"],
+                    f"q{n}": d["debits_pending"],
+                    f"r{n}": d["credits_pending"],
+                }
+            )
+        conn.execute(
+            text(
+                "UPDATE accounts SET debits_posted = accounts.debits_posted + v.p,"
+                " credits_posted = accounts.credits_posted + v.c,"
+                " debits_pending = accounts.debits_pending + v.q,"
+                " credits_pending = accounts.credits_pending + v.r, updated_at = :now"
+                " FROM (VALUES " + ", ".join(values) + ") AS v(id, p, c, q, r)"
+                " WHERE accounts.id = CAST(v.id AS BIGINT)"
+            ).bindparams(),
+            params,
+        )
+
+
+_COUNTER_UPDATE = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("aid"))
+    .values(
+        {c: accounts.c[c] + bindparam(f"d_{c}") for c in COUNTERS}
+        | {"updated_at": bindparam("now")}
+    )
+)
 
 
 # --- deposits ---------------------------------------------------------------------------
@@ -324,7 +392,10 @@ def deposit(
         row = lock_accounts(conn, [account_id])[account_id]
         return DepositResult(reference, account_id, amount, policy.money(available(row)), True)
     (transfer_id,) = apply_transfers(
-        conn, [Transfer(debit=funding, credit=account_id, amount=minor, kind="deposit")], now
+        conn,
+        [Transfer(debit=funding, credit=account_id, amount=minor, kind="deposit")],
+        now,
+        return_ids=True,
     )
     conn.execute(
         deposits.insert().values(

@@ -145,6 +145,7 @@ def tip(
                 )
             ],
             now,
+            return_ids=True,
         )
         conn.execute(
             update(tips).where(tips.c.id == tip_id).values(state="held", hold_transfer_id=hold_id)
