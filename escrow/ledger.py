@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select, text, update
+from sqlalchemy import Connection, Row, bindparam, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from escrow.money import Money, MoneyError
@@ -133,6 +133,73 @@ def ensure_account(conn: Connection, who: Identity, now: datetime) -> int:
             .values(handle=who.handle, handle_key=handle_key, updated_at=now)
         )
     return int(row.id)
+
+
+def ensure_accounts(
+    conn: Connection, people: Iterable[Identity], now: datetime
+) -> dict[tuple[str, str], int]:
+    """`ensure_account` for many people in a few statements: (platform, user_id) -> id."""
+    wanted: dict[tuple[str, str], Identity] = {}
+    for who in people:
+        key = (who.platform, who.user_id)
+        if who.handle or key not in wanted:
+            wanted[key] = who
+    if not wanted:
+        return {}
+    rows = [
+        {
+            "platform": w.platform,
+            "platform_user_id": w.user_id,
+            "handle": w.handle,
+            "handle_key": w.handle.casefold() if w.handle else None,
+            "status": "unclaimed",
+            "no_overdraft": True,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for w in wanted.values()
+    ]
+    conn.execute(
+        _insert(conn, accounts).on_conflict_do_nothing(
+            index_elements=["platform", "platform_user_id"]
+        ),
+        rows,
+    )
+    found = {
+        (r.platform, r.platform_user_id): r
+        for r in conn.execute(
+            select(
+                accounts.c.id, accounts.c.platform, accounts.c.platform_user_id, accounts.c.handle
+            ).where(tuple_(accounts.c.platform, accounts.c.platform_user_id).in_(list(wanted)))
+        )
+    }
+    stale = [
+        {"aid": found[k].id, "h": w.handle, "hk": w.handle.casefold(), "now": now}
+        for k, w in wanted.items()
+        if w.handle and found[k].handle != w.handle
+    ]
+    if stale:
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == bindparam("aid"))
+            .values(handle=bindparam("h"), handle_key=bindparam("hk"), updated_at=bindparam("now")),
+            stale,
+        )
+    return {k: int(r.id) for k, r in found.items()}
+
+
+def find_accounts(conn: Connection, people: Iterable[Identity]) -> dict[tuple[str, str], Row[Any]]:
+    keys = list({(w.platform, w.user_id) for w in people})
+    if not keys:
+        return {}
+    return {
+        (r.platform, r.platform_user_id): r
+        for r in conn.execute(
+            select(accounts).where(
+                tuple_(accounts.c.platform, accounts.c.platform_user_id).in_(keys)
+            )
+        )
+    }
 
 
 def find_account(conn: Connection, who: Identity) -> Row[Any] | None:

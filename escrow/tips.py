@@ -10,11 +10,12 @@ first result and moves nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, bindparam, select, tuple_, update
 
 from escrow.ledger import (
     FEES,
@@ -23,17 +24,17 @@ from escrow.ledger import (
     Policy,
     TipStatus,
     Transfer,
-    _insert,
     apply_transfers,
     available,
     bind_currency,
-    ensure_account,
+    ensure_accounts,
     find_account,
+    find_accounts,
     lock_accounts,
     system_account,
 )
 from escrow.money import Money
-from escrow.schema import accounts, tips
+from escrow.schema import tips
 
 
 @dataclass(frozen=True)
@@ -52,18 +53,21 @@ class TipResult:
         return self.status in (TipStatus.POSTED, TipStatus.HELD)
 
 
-def _existing(conn: Connection, policy: Policy, source: str, recipient_id: int) -> Row[Any] | None:
-    return conn.execute(
-        select(tips).where(tips.c.source_id == source, tips.c.recipient_account_id == recipient_id)
-    ).one_or_none()
+@dataclass(frozen=True)
+class TipRequest:
+    supporter: Identity
+    recipient: Identity
+    amount: Money
+    source: str
+    kind: str = "tip"
 
 
-def _replay(policy: Policy, row: Row[Any], supporter: Row[Any]) -> TipResult:
+def _replay(policy: Policy, row: Row[Any], available_minor: int) -> TipResult:
     status = TipStatus.HELD if row.hold_transfer_id is not None else TipStatus.POSTED
     return TipResult(
         status=status,
         amount=policy.money(row.amount_minor),
-        available=policy.money(available(supporter)),
+        available=policy.money(available_minor),
         tip_id=row.id,
         fee=policy.money(row.fee_minor),
         expires_at=row.expires_at,
@@ -83,89 +87,193 @@ def tip(
     kind: str = "tip",
 ) -> TipResult:
     """Move `amount` from `supporter` to `recipient` for the tweet (or share) `source`."""
-    minor = policy.check(amount)
-    if not source:
-        raise LedgerError("a tip needs its source (the tweet id) to be idempotent")
-    if (supporter.platform, supporter.user_id) == (recipient.platform, recipient.user_id):
-        return TipResult(TipStatus.SELF_TIP, amount, policy.money(0))
+    return tip_many(conn, policy, [TipRequest(supporter, recipient, amount, source, kind)], now)[0]
+
+
+def tip_many(
+    conn: Connection, policy: Policy, requests: Sequence[TipRequest], now: datetime
+) -> list[TipResult]:
+    """Apply `requests` in order, exactly as many calls of `tip` would, in a few statements.
+
+    The listener applies a whole page of mentions at once: the accounts of every request are
+    created and locked together (id order), balances are tracked in memory as the requests
+    are decided one after another, and the rows go in as bulk inserts. A request whose
+    (source, recipient) exists already, in the database or earlier in the same batch, is a
+    replay that moves nothing.
+    """
+    for r in requests:
+        policy.check(r.amount)
+        if not r.source:
+            raise LedgerError("a tip needs its source (the tweet id) to be idempotent")
+    if not requests:
+        return []
     bind_currency(conn, policy.currency, now)
 
-    found = find_account(conn, supporter)
-    if found is None:
-        # Nobody funded this supporter yet; creating an empty account would only add noise.
-        return TipResult(
-            TipStatus.INSUFFICIENT_FUNDS, amount, policy.money(0), supporter_ever_funded=False
-        )
-    supporter_id = int(found.id)
-    recipient_id = ensure_account(conn, recipient, now)
+    payers = find_accounts(conn, [r.supporter for r in requests])
+    funded = [r for r in requests if (r.supporter.platform, r.supporter.user_id) in payers]
+    ids = ensure_accounts(conn, [r.recipient for r in funded], now)
+    ids.update({k: int(row.id) for k, row in payers.items()})
     fees_id = system_account(conn, FEES)
-    locked = lock_accounts(conn, [supporter_id, recipient_id, fees_id])
-    payer, creator = locked[supporter_id], locked[recipient_id]
+    locked = lock_accounts(conn, [*ids.values(), fees_id])
+    balance = {aid: available(row) for aid, row in locked.items()}
+    credited = {aid: int(row.credits_posted) for aid, row in locked.items()}
 
-    prior = _existing(conn, policy, source, recipient_id)
-    if prior is not None:
-        return _replay(policy, prior, payer)
-    if creator.status == "refusing":
-        return TipResult(TipStatus.REFUSING_RECIPIENT, amount, policy.money(available(payer)))
-    if available(payer) < minor:
-        return TipResult(
-            TipStatus.INSUFFICIENT_FUNDS,
-            amount,
-            policy.money(available(payer)),
-            supporter_ever_funded=payer.credits_posted > 0,
-        )
+    def key(r: TipRequest) -> tuple[str, int]:
+        return r.source, ids[(r.recipient.platform, r.recipient.user_id)]
 
-    held = creator.status != "claimed"
-    expires_at = now + policy.hold_period if held else None
-    fee = 0 if held else policy.fee(minor)
-    tip_id = conn.execute(
-        _insert(conn, tips)
-        .values(
-            source_id=source,
-            supporter_account_id=supporter_id,
-            recipient_account_id=recipient_id,
-            kind=kind,
-            amount_minor=minor,
-            fee_minor=fee,
-            # A hold row is written as posted and flipped to held once its transfer
-            # exists, so the CHECK that a held tip has a hold is never violated.
-            state="posted",
-            expires_at=expires_at,
-            created_at=now,
-        )
-        .returning(tips.c.id)
-    ).scalar_one()
+    prior: dict[tuple[str, int], Row[Any]] = {}
+    keys = [key(r) for r in funded]
+    for i in range(0, len(keys), 500):
+        for row in conn.execute(
+            select(tips).where(
+                tuple_(tips.c.source_id, tips.c.recipient_account_id).in_(keys[i : i + 500])
+            )
+        ):
+            prior[(row.source_id, row.recipient_account_id)] = row
 
-    if held:
-        (hold_id,) = apply_transfers(
-            conn,
-            [
-                Transfer(
-                    supporter_id, recipient_id, minor, "hold", expires_at=expires_at, tip_id=tip_id
+    # Decided results, or (index of the new tip, supporter's available then, is a replay).
+    results: list[TipResult | tuple[int, int, bool]] = []
+    new_rows: list[dict[str, Any]] = []
+    pending: dict[tuple[str, int], int] = {}  # new tips of this batch -> index in new_rows
+    for r in requests:
+        if (r.supporter.platform, r.supporter.user_id) == (
+            r.recipient.platform,
+            r.recipient.user_id,
+        ):
+            results.append(TipResult(TipStatus.SELF_TIP, r.amount, policy.money(0)))
+            continue
+        payer = payers.get((r.supporter.platform, r.supporter.user_id))
+        if payer is None:
+            # Nobody funded this supporter yet; creating an empty account would only add noise.
+            results.append(
+                TipResult(
+                    TipStatus.INSUFFICIENT_FUNDS,
+                    r.amount,
+                    policy.money(0),
+                    supporter_ever_funded=False,
                 )
-            ],
-            now,
-            return_ids=True,
+            )
+            continue
+        payer_id = int(payer.id)
+        k = key(r)
+        if k in prior:
+            results.append(_replay(policy, prior[k], balance[payer_id]))
+            continue
+        if k in pending:  # the same tip earlier in this batch: a replay
+            results.append((pending[k], balance[payer_id], True))
+            continue
+        creator = locked[k[1]]
+        minor = r.amount.minor
+        if creator.status == "refusing":
+            status = TipStatus.REFUSING_RECIPIENT
+            results.append(TipResult(status, r.amount, policy.money(balance[payer_id])))
+            continue
+        if balance[payer_id] < minor:
+            results.append(
+                TipResult(
+                    TipStatus.INSUFFICIENT_FUNDS,
+                    r.amount,
+                    policy.money(balance[payer_id]),
+                    supporter_ever_funded=credited[payer_id] > 0,
+                )
+            )
+            continue
+        held = creator.status != "claimed"
+        balance[payer_id] -= minor
+        if not held:
+            credited[k[1]] += minor
+            balance[k[1]] += minor - policy.fee(minor)
+        pending[k] = len(new_rows)
+        new_rows.append(
+            {
+                "source_id": r.source,
+                "supporter_account_id": payer_id,
+                "recipient_account_id": k[1],
+                "kind": r.kind,
+                "amount_minor": minor,
+                "fee_minor": 0 if held else policy.fee(minor),
+                # A hold is written as posted and flipped to held once its transfer
+                # exists, so the CHECK that a held tip has a hold is never violated.
+                "state": "posted",
+                "expires_at": now + policy.hold_period if held else None,
+                "created_at": now,
+            }
         )
+        results.append((pending[k], balance[payer_id], False))
+
+    tip_ids = _insert_tips(conn, new_rows)
+    holds = [
+        Transfer(
+            new["supporter_account_id"],
+            new["recipient_account_id"],
+            new["amount_minor"],
+            "hold",
+            expires_at=new["expires_at"],
+            tip_id=tid,
+        )
+        for new, tid in zip(new_rows, tip_ids, strict=True)
+        if new["expires_at"] is not None
+    ]
+    posted: list[Transfer] = []
+    for new, tid in zip(new_rows, tip_ids, strict=True):
+        if new["expires_at"] is None:
+            posted.append(
+                Transfer(
+                    new["supporter_account_id"],
+                    new["recipient_account_id"],
+                    new["amount_minor"],
+                    "tip",
+                    tip_id=tid,
+                )
+            )
+            if new["fee_minor"]:
+                posted.append(
+                    Transfer(
+                        new["recipient_account_id"], fees_id, new["fee_minor"], "fee", tip_id=tid
+                    )
+                )
+    # Posted tips first: a creator paid earlier in the batch may spend it on a later hold,
+    # and the no-overdraft CHECK is evaluated statement by statement.
+    apply_transfers(conn, posted, now)
+    hold_ids = apply_transfers(conn, holds, now, return_ids=True)
+    if holds:
         conn.execute(
-            update(tips).where(tips.c.id == tip_id).values(state="held", hold_transfer_id=hold_id)
+            update(tips)
+            .where(tips.c.id == bindparam("tid"))
+            .values(state="held", hold_transfer_id=bindparam("hid")),
+            [{"tid": h.tip_id, "hid": hid} for h, hid in zip(holds, hold_ids, strict=True)],
         )
-        status = TipStatus.HELD
-    else:
-        batch = [Transfer(supporter_id, recipient_id, minor, "tip", tip_id=tip_id)]
-        if fee:
-            batch.append(Transfer(recipient_id, fees_id, fee, "fee", tip_id=tip_id))
-        apply_transfers(conn, batch, now)
-        status = TipStatus.POSTED
-    after = conn.execute(select(accounts).where(accounts.c.id == supporter_id)).one()
-    return TipResult(
-        status=status,
-        amount=amount,
-        available=policy.money(available(after)),
-        tip_id=tip_id,
-        fee=policy.money(fee),
-        expires_at=expires_at,
-    )
+
+    out: list[TipResult] = []
+    for result in results:
+        if isinstance(result, TipResult):
+            out.append(result)
+            continue
+        index, available_then, replayed = result
+        new = new_rows[index]
+        out.append(
+            TipResult(
+                status=TipStatus.HELD if new["expires_at"] is not None else TipStatus.POSTED,
+                amount=policy.money(new["amount_minor"]),
+                available=policy.money(available_then),
+                tip_id=tip_ids[index],
+                fee=policy.money(new["fee_minor"]),
+                expires_at=new["expires_at"],
+                replayed=replayed,
+            )
+        )
+    return out
+
+
+def _insert_tips(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    if not rows:
+        return []
+    return [
+        int(r.id)
+        for r in conn.execute(
+            tips.insert().returning(tips.c.id, sort_by_parameter_order=True), rows
+        )
+    ]
 
 
 def void_holds(
