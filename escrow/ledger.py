@@ -337,12 +337,7 @@ def apply_transfers(
     ]
     ids: list[int] = []
     if return_ids:
-        ids = [
-            int(r.id)
-            for r in conn.execute(
-                transfers.insert().returning(transfers.c.id, sort_by_parameter_order=True), rows
-            )
-        ]
+        ids = insert_returning_ids(conn, transfers, rows)
     else:
         bulk_insert(conn, transfers, rows)
     sums: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
@@ -354,6 +349,31 @@ def apply_transfers(
 
 
 CHUNK = 1000
+
+
+def insert_returning_ids(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert `rows` and return their new ids, in the order of `rows`.
+
+    PostgreSQL batches INSERT ... RETURNING and sorts the ids back into order. SQLite would
+    insert row by row to keep that order, so there the ids are computed instead: the
+    transaction holds SQLite's one write lock (BEGIN IMMEDIATE), and an INTEGER PRIMARY KEY
+    without AUTOINCREMENT takes max(id) + 1, so one executemany takes consecutive ids.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name != "sqlite":
+        return [
+            int(r.id)
+            for r in conn.execute(
+                table.insert().returning(table.c.id, sort_by_parameter_order=True), list(rows)
+            )
+        ]
+    base = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
+    conn.execute(table.insert(), list(rows))
+    last = int(conn.execute(select(func.max(table.c.id))).scalar_one())
+    if last - base != len(rows):
+        raise LedgerError(f"{table.name}: expected {len(rows)} consecutive ids after {base}")
+    return list(range(base + 1, last + 1))
 
 
 def bulk_insert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:

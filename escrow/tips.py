@@ -30,6 +30,7 @@ from escrow.ledger import (
     ensure_accounts,
     find_account,
     find_accounts,
+    insert_returning_ids,
     lock_accounts,
     system_account,
 )
@@ -201,7 +202,7 @@ def tip_many(
         )
         results.append((pending[k], balance[payer_id], False))
 
-    tip_ids = _insert_tips(conn, new_rows)
+    tip_ids = insert_returning_ids(conn, tips, new_rows)
     holds = [
         Transfer(
             new["supporter_account_id"],
@@ -263,17 +264,6 @@ def tip_many(
             )
         )
     return out
-
-
-def _insert_tips(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    if not rows:
-        return []
-    return [
-        int(r.id)
-        for r in conn.execute(
-            tips.insert().returning(tips.c.id, sort_by_parameter_order=True), rows
-        )
-    ]
 
 
 def void_holds(
