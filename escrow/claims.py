@@ -117,7 +117,12 @@ def post_holds(
 def claim(conn: Connection, policy: Policy, who: Identity, now: datetime) -> ClaimResult:
     """`who` has proven they own their X account: mark it claimed and release its holds."""
     account_id = ensure_account(conn, who, now)
-    row = lock_accounts(conn, [account_id])[account_id]
+    # Lock the creator together with `fees` and the supporters it will post from, in one
+    # id-ordered call: locking the creator alone first and the (lower-id) supporters later
+    # waits in a cycle with a tip that holds a supporter and wants the creator.
+    waiting = [r.supporter_account_id for r in _held_for(conn, account_id)]
+    fees = [system_account(conn, FEES)] if waiting else []
+    row = lock_accounts(conn, [account_id, *fees, *waiting])[account_id]
     newly = row.status == "unclaimed"
     if newly:
         conn.execute(
@@ -153,14 +158,14 @@ class RefuseResult:
 def refuse(conn: Connection, policy: Policy, who: Identity, now: datetime) -> RefuseResult:
     """The creator wants no tips: void everything held for them and refuse later tips."""
     account_id = ensure_account(conn, who, now)
-    lock_accounts(conn, [account_id])
+    # One id-ordered lock of the creator and its supporters (see `claim`).
+    candidates = _held_for(conn, account_id)
+    lock_accounts(conn, [account_id, *(r.supporter_account_id for r in candidates)])
     conn.execute(
         update(accounts)
         .where(accounts.c.id == account_id)
         .values(status="refusing", updated_at=now)
     )
-    candidates = _held_for(conn, account_id)
-    lock_accounts(conn, [account_id, *(r.supporter_account_id for r in candidates)])
     voided = void_holds(conn, policy, _held_for(conn, account_id), "refused", now)
     return RefuseResult(account_id, len(voided), policy.money(sum(r.amount_minor for r in voided)))
 
