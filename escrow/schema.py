@@ -205,3 +205,169 @@ deposits = Table(
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
 )
+
+# --- platform: processed mentions, outbox, notices (migration 0002) --------------------
+
+# Every mention the listener has processed, keyed by the first id of its edit history: a
+# replayed page or a later edit of the same tweet finds its row and changes nothing.
+mentions = Table(
+    "mentions",
+    metadata,
+    Column("tweet_id", String(32), primary_key=True),
+    Column("author_id", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("processed_at", UTCDateTime, nullable=False),
+)
+
+OUTBOX_KINDS = ("creator_notice", "supporter_reply", "dm")
+OUTBOX_STATES = ("pending", "sending", "sent", "failed", "skipped")
+
+# The transactional outbox: posts written in the same transaction as the change they
+# report, sent later by the relay. `dedupe_key` makes planning a notice twice harmless;
+# `lease_until` lets a relay that died mid-send be taken over once the lease runs out.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(160), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("recipient_account_id", Id, ForeignKey("accounts.id")),
+    Column("recipient_user_id", String(64)),  # the platform id, also for people with no account
+    Column("topic", String(32)),  # the outcome a reply answers; first/reminder for notices
+    Column("in_reply_to_tweet_id", String(32)),
+    Column("text", Text, nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime),
+    Column("sent_tweet_id", String(32)),
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    CheckConstraint(f"kind IN {OUTBOX_KINDS!r}", name="kind"),
+    CheckConstraint(f"state IN {OUTBOX_STATES!r}", name="state"),
+    CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+    # Posts are replies in a thread someone started, never fresh unsolicited mentions.
+    CheckConstraint("kind = 'dm' OR in_reply_to_tweet_id IS NOT NULL", name="in_thread"),
+)
+Index("ix_outbox_state_next_attempt_at", outbox.c.state, outbox.c.next_attempt_at)
+Index("ix_outbox_kind_created_at", outbox.c.kind, outbox.c.created_at)
+Index("ix_outbox_recipient_user_id", outbox.c.recipient_user_id, outbox.c.kind, outbox.c.created_at)
+Index("ix_outbox_recipient_account_id", outbox.c.recipient_account_id, outbox.c.kind)
+
+# Per creator: the notice cycle (a cycle opens with the first hold and closes when no hold
+# is left) and the opt-out, which ends notices for good.
+creator_notices = Table(
+    "creator_notices",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
+    Column("cycle", Integer, nullable=False, server_default="0"),
+    Column("cycle_open_since", UTCDateTime),  # NULL: no cycle open
+    Column("opted_out_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# --- claim web: OAuth states (migration 0003) -------------------------------------------
+
+# One row per "Sign in with X" started: the PKCE verifier, kept server-side, under a
+# SHA-256 hash of the OAuth state (the state itself travels in URLs and is never stored).
+# A row is used once (`used_at`) and only within minutes of `created_at`.
+oauth_states = Table(
+    "oauth_states",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("code_verifier", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+Index("ix_oauth_states_created_at", oauth_states.c.created_at)
+
+# --- settlement: budgets, shares, runs (migration 0004) --------------------------------
+
+# A supporter's monthly flattr budget. Without a row the deployment's minimum applies.
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True, autoincrement=False),
+    Money_("monthly_budget_minor", nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("monthly_budget_minor > 0", name="budget_positive"),
+)
+
+SHARE_STATES = ("open", "settled", "refused", "unfunded")
+
+# One flattr: a share of the supporter's budget for `period` (YYYY-MM, the UTC month of the
+# tweet), at most one per supporter and recipient and month. It moves no money until the
+# month is settled; then `part_minor` is its part of the pool and, when that part was
+# given, the tip it became has source_id 'share:<id>'.
+shares = Table(
+    "shares",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("period", String(7), nullable=False),
+    Column("supporter_account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("recipient_account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("source_id", String(96), nullable=False),  # the flattr tweet
+    Column("state", String(16), nullable=False, server_default="open"),
+    Money_("part_minor"),
+    Column("flattred_at", UTCDateTime, nullable=False),  # the tweet's created_at
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime),
+    UniqueConstraint("period", "supporter_account_id", "recipient_account_id"),
+    CheckConstraint(f"state IN {SHARE_STATES!r}", name="state"),
+    CheckConstraint("supporter_account_id <> recipient_account_id", name="not_self"),
+    CheckConstraint(
+        "(state = 'open') = (part_minor IS NULL AND settled_at IS NULL)", name="open_iff_unsettled"
+    ),
+    CheckConstraint("part_minor IS NULL OR part_minor >= 0", name="part_non_negative"),
+    CheckConstraint("state <> 'unfunded' OR part_minor = 0", name="unfunded_is_zero"),
+)
+# A month's open shares, by supporter: the settlement's keyset walks this index.
+Index(
+    "ix_shares_period_state_supporter",
+    shares.c.period,
+    shares.c.state,
+    shares.c.supporter_account_id,
+)
+
+# The per-supporter settlement marker: written in the same transaction as that supporter's
+# money, so a month is settled exactly once per supporter however often it is rerun.
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column(
+        "supporter_account_id",
+        Id,
+        ForeignKey("accounts.id"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Money_("budget_minor", nullable=False),
+    Money_("available_minor", nullable=False),  # before the settlement
+    Money_("pool_minor", nullable=False),
+    Column("shares", Integer, nullable=False),
+    Column("settled_at", UTCDateTime, nullable=False),
+    CheckConstraint(
+        "pool_minor >= 0 AND pool_minor <= budget_minor AND pool_minor <= available_minor",
+        name="pool_within_budget_and_balance",
+    ),
+)
+
+# One row per settled month: started, running totals (updated in each batch's
+# transaction), and `completed_at` once every supporter with shares is settled.
+settlement_runs = Table(
+    "settlement_runs",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+    Column("supporters_settled", Integer, nullable=False, server_default="0"),
+    Column("shares", Integer, nullable=False, server_default="0"),
+    Money_("posted_minor", nullable=False, server_default="0"),
+    Money_("held_minor", nullable=False, server_default="0"),
+    Money_("fees_minor", nullable=False, server_default="0"),
+    Column("unfunded_shares", Integer, nullable=False, server_default="0"),
+    Column("refused_shares", Integer, nullable=False, server_default="0"),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
