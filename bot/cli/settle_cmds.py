@@ -1,0 +1,109 @@
+"""Maintainer commands for flattrs: settle a month, set a supporter's monthly budget."""
+
+from __future__ import annotations
+
+import click
+
+from bot import app
+from bot.cli.context import Context
+from bot.cli.output import emit_json, fail, money, progress
+from escrow.db import transaction
+from escrow.ledger import LedgerError, utcnow
+from escrow.money import Money, MoneyError
+from escrow.settlement import set_budget, settle
+
+pass_ctx = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.command("settle")
+@click.option("--period", required=True, metavar="YYYY-MM", help="The month to settle.")
+@click.option("--batch", default=1000, show_default=True, help="Supporters per transaction.")
+@json_option
+@pass_ctx
+def settle_cmd(ctx: Context, period: str, batch: int, as_json: bool) -> None:
+    """Settle a month's flattrs: each supporter's budget is split over their shares.
+
+    Only a month that has ended can be settled. Running it again changes nothing; a run
+    that was interrupted picks up where it stopped.
+
+    \b
+    Example:
+      tipjar settle --period 2026-03 --json
+    """
+    settings = ctx.settings
+    engine = ctx.engine
+    try:
+        with progress(None, f"settling {period}") as bar:
+            summary = settle(
+                engine,
+                app.policy(settings),
+                period,
+                utcnow(),
+                batch=max(1, batch),
+                progress=bar.update,
+                default_budget_minor=settings.min_monthly_budget_minor,
+            )
+    except LedgerError as e:
+        fail(str(e))
+    if as_json:
+        emit_json(summary.as_json())
+        return
+    cur = settings.currency
+    if summary.already_settled:
+        click.echo(f"{period} was already settled; nothing changed")
+    click.echo(
+        f"{period}: {summary.supporters_settled} supporters, {summary.shares} shares; "
+        f"{money(summary.total_posted_minor, cur)} posted "
+        f"(fees {money(summary.total_fees_minor, cur)}), "
+        f"{money(summary.total_held_minor, cur)} held; "
+        f"{summary.unfunded_shares} shares unfunded, {summary.refused_shares} refused"
+    )
+
+
+@click.command("set-budget")
+@click.argument("who")
+@click.argument("amount")
+@json_option
+@pass_ctx
+def set_budget_cmd(ctx: Context, who: str, amount: str, as_json: bool) -> None:
+    """Set WHO's (@handle or x:ID) monthly flattr budget to AMOUNT.
+
+    The budget is split each month over the creators WHO flattred. It cannot be less
+    than MIN_MONTHLY_BUDGET; a supporter who never set one gives that minimum.
+
+    \b
+    Example:
+      tipjar accounts set-budget @alice 5.00
+    """
+    settings = ctx.settings
+    policy = app.policy(settings)
+    identity = ctx.identity(who)
+    try:
+        value = Money.parse(amount, settings.currency)
+        transaction(
+            ctx.engine,
+            lambda conn: set_budget(
+                conn, policy, identity, value, settings.min_monthly_budget, utcnow()
+            ),
+        )
+    except (MoneyError, LedgerError) as e:
+        fail(str(e))
+    if as_json:
+        emit_json(
+            {
+                "platform": identity.platform,
+                "user_id": identity.user_id,
+                "handle": identity.handle,
+                "monthly_budget_minor": value.minor,
+            }
+        )
+        return
+    click.echo(f"monthly budget of {who} set to {value}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(settle_cmd)
+    accounts = main.commands["accounts"]
+    assert isinstance(accounts, click.Group)
+    accounts.add_command(set_budget_cmd)

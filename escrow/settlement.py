@@ -1,0 +1,943 @@
+"""Flattrs and their monthly settlement: shares of a supporter's budget become tips.
+
+A flattr moves no money when it is made. `record_flattr` records one share for
+(supporter, recipient, month of the tweet's `created_at` in UTC), at most one per pair and
+month. Once the month has ended, `settle` gives each supporter's pool,
+``min(monthly budget, available balance)``, to the creators they flattred that month: the
+pool is split over the supporter's shares by the largest-remainder method (`split_pool`:
+exact to the minor unit, the odd units going to the earliest shares), and each part then
+goes like a tip of that amount, of kind "flattr" with source ``share:<share id>``: posted
+with the fee to a claimed creator, held until HOLD_PERIOD for an unclaimed one, not taken
+at all for a refusing one (the part stays with the supporter; the share is `refused`).
+A part of zero (a pool smaller than the number of shares) moves nothing; a supporter with
+nothing available has their shares marked `unfunded`; a month without shares takes nothing.
+
+Settlement is set-based and resumable. Supporters are taken in batches, by keyset over
+their account ids; each batch is one transaction of a fixed number of SQL statements that
+work on all of the batch's supporters at once, so the cost per share is a few index
+operations and memory does not grow with the month. Each supporter's marker row in
+`settlements` commits in the same transaction as their money, so a crash loses at most the
+batch in flight and a rerun settles every supporter exactly once; `settlement_runs` keeps
+the month's running totals and when it was completed. Concurrent runs of one month queue
+on the run row's lock.
+
+Decisions where the brief left room:
+- A supporter who never set a budget is settled with the deployment's minimum budget.
+- The pool is what was available when the supporter's batch began (money flattred *to*
+  the supporter in the same batch does not count).
+- A flattr that arrives after its supporter was settled for the tweet's month, or after
+  the month's settlement completed (a poll running late), counts in the month it was
+  recorded. Shares that still slip into a completed month are settled by the next
+  `settle`/`settle_due` of that month, exactly once like the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import partial
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    text,
+    union_all,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from escrow.db import is_sqlite, transaction
+from escrow.ledger import (
+    FEES,
+    Identity,
+    LedgerError,
+    Policy,
+    _insert,
+    bind_currency,
+    ensure_account,
+    find_account,
+    lock_accounts,
+    system_account,
+)
+from escrow.money import Money
+from escrow.schema import (
+    UTCDateTime,
+    accounts,
+    budgets,
+    settlement_runs,
+    settlements,
+    shares,
+    tips,
+    transfers,
+)
+
+MIN_MONTHLY_BUDGET_MINOR = 200  # the default of settings.min_monthly_budget (2.00)
+SHARE_SOURCE_PREFIX = "share:"  # tips.source_id of a settled share: 'share:<share id>'
+
+_PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])\Z")
+
+
+class SettlementError(LedgerError):
+    """A settlement that cannot run as asked (a month not ended, a malformed period)."""
+
+
+# --- months ------------------------------------------------------------------------------
+
+
+def period_of(moment: datetime) -> str:
+    """The month ``YYYY-MM`` that `moment` falls in, in UTC."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: a flattr's month is taken in UTC")
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}-{utc.month:02d}"
+
+
+def period_bounds(period: str) -> tuple[datetime, datetime]:
+    """The first instant of `period` and the first instant after it, in UTC."""
+    m = _PERIOD.match(period.strip())
+    if not m:
+        raise SettlementError(f"{period!r} is not a month like 2026-03")
+    year, month = int(m.group(1)), int(m.group(2))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+# --- the split ---------------------------------------------------------------------------
+
+
+def pool_of(budget_minor: int, available_minor: int) -> int:
+    """What a supporter gives for a month: their budget, or less if they have less."""
+    return max(0, min(budget_minor, available_minor))
+
+
+def split_pool(pool_minor: int, share_ids: Iterable[int]) -> dict[int, int]:
+    """Split `pool_minor` over the shares, exactly, by the largest-remainder method.
+
+    Every share weighs the same, so each one's quota is ``pool / n``: every share gets the
+    floor of it, and the ``pool mod n`` units left over go one each to the shares with the
+    largest remainders, which are all equal, so the tie is broken by share id (lowest
+    first). The parts add up to the pool and differ by at most one unit; the result
+    depends only on the set of ids, not on their order. No shares: nothing is taken.
+    """
+    if pool_minor < 0:
+        raise ValueError(f"a pool cannot be negative: {pool_minor}")
+    ids = sorted(set(share_ids))
+    if not ids:
+        return {}
+    base, extra = divmod(pool_minor, len(ids))
+    return {share_id: base + (1 if rank < extra else 0) for rank, share_id in enumerate(ids)}
+
+
+# --- flattrs -----------------------------------------------------------------------------
+
+
+class FlattrStatus(StrEnum):
+    RECORDED = "recorded"
+    ALREADY_FLATTRED = "already_flattred"
+    REFUSING_RECIPIENT = "refusing_recipient"
+    UNKNOWN_SUPPORTER = "unknown_supporter"  # no account at all: never funded
+    SELF_TIP = "self_tip"
+
+
+@dataclass(frozen=True)
+class FlattrResult:
+    status: FlattrStatus
+    period: str
+    share_id: int | None = None
+    replayed: bool = False  # the same tweet again: the share it recorded the first time
+
+    @property
+    def recorded(self) -> bool:
+        return self.status == FlattrStatus.RECORDED
+
+
+def _run_of(conn: Connection, period: str) -> Any:
+    """The month's run row, share-locked: a batch or the completion of that month waits
+    for this transaction, and this one for them (taken before any account, the order the
+    settlement takes its locks in)."""
+    return conn.execute(
+        select(settlement_runs.c.completed_at)
+        .where(settlement_runs.c.period == period)
+        .with_for_update(read=True)
+    ).one_or_none()
+
+
+def _month_is_closed(conn: Connection, run: Any, period: str, supporter_id: int) -> bool:
+    """True when `supporter_id` can no longer get a share of `period` settled with it.
+
+    Asked with the supporter locked, so their marker, if any, is committed and visible
+    (even when the month's run began after `run` was read).
+    """
+    if run is not None and run.completed_at is not None:
+        return True
+    marker = select(settlements.c.period).where(
+        settlements.c.period == period, settlements.c.supporter_account_id == supporter_id
+    )
+    return bool(conn.execute(select(exists(marker))).scalar())
+
+
+def record_flattr(
+    conn: Connection,
+    policy: Policy,
+    supporter: Identity,
+    recipient: Identity,
+    tweet_created_at: datetime,
+    source: str,
+    now: datetime,
+) -> FlattrResult:
+    """Record the share of a flattr; it moves no money until its month is settled.
+
+    One share per (supporter, recipient, UTC month of the tweet): a second flattr of the
+    same creator in that month is `already_flattred` (the same tweet again is a replay of
+    the first and reports `recorded`). A supporter without an account is
+    `unknown_supporter` and nothing is created; one with an account but no money still
+    gets the share (they may fund it before the month ends). Creates the recipient's
+    account, as a tip would.
+    """
+    period = period_of(tweet_created_at)
+    if not source:
+        raise LedgerError("a flattr needs its source (the tweet id) to be idempotent")
+    if (supporter.platform, supporter.user_id) == (recipient.platform, recipient.user_id):
+        return FlattrResult(FlattrStatus.SELF_TIP, period)
+    found = find_account(conn, supporter)
+    if found is None:
+        return FlattrResult(FlattrStatus.UNKNOWN_SUPPORTER, period)
+    supporter_id = int(found.id)
+    run = _run_of(conn, period)
+    recipient_id = ensure_account(conn, recipient, now)
+    # The supporter's lock orders this flattr against their settlement (which locks them
+    # before reading their shares): the share lands either before it or in a later month.
+    locked = lock_accounts(conn, [supporter_id, recipient_id])
+
+    def existing(month: str) -> Any:
+        return conn.execute(
+            select(shares.c.id, shares.c.source_id).where(
+                shares.c.period == month,
+                shares.c.supporter_account_id == supporter_id,
+                shares.c.recipient_account_id == recipient_id,
+            )
+        ).one_or_none()
+
+    row = existing(period)
+    if row is not None and row.source_id == source:
+        return FlattrResult(FlattrStatus.RECORDED, period, int(row.id), replayed=True)
+    if locked[recipient_id].status == "refusing":
+        return FlattrResult(FlattrStatus.REFUSING_RECIPIENT, period)
+    if _month_is_closed(conn, run, period, supporter_id):
+        period = period_of(now)
+        row = existing(period)
+    if row is None:
+        conn.execute(
+            _insert(conn, shares)
+            .values(
+                period=period,
+                supporter_account_id=supporter_id,
+                recipient_account_id=recipient_id,
+                source_id=source,
+                state="open",
+                flattred_at=tweet_created_at,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(
+                index_elements=["period", "supporter_account_id", "recipient_account_id"]
+            )
+        )
+        row = existing(period)
+        if row.source_id == source:
+            return FlattrResult(FlattrStatus.RECORDED, period, int(row.id))
+    if row.source_id == source:
+        return FlattrResult(FlattrStatus.RECORDED, period, int(row.id), replayed=True)
+    return FlattrResult(FlattrStatus.ALREADY_FLATTRED, period, int(row.id))
+
+
+# --- budgets -----------------------------------------------------------------------------
+
+
+def set_budget(
+    conn: Connection, policy: Policy, who: Identity, amount: Money, minimum: Money, now: datetime
+) -> Money:
+    """Set `who`'s monthly flattr budget; refuses an amount below `minimum`."""
+    minor = policy.check(amount)
+    if amount.currency != minimum.currency or minor < minimum.minor:
+        raise LedgerError(f"a monthly budget must be at least {minimum}, not {amount}")
+    account_id = ensure_account(conn, who, now)
+    conn.execute(
+        _insert(conn, budgets)
+        .values(account_id=account_id, monthly_budget_minor=minor, updated_at=now)
+        .on_conflict_do_update(
+            index_elements=["account_id"],
+            set_={"monthly_budget_minor": minor, "updated_at": now},
+        )
+    )
+    return amount
+
+
+def get_budget(conn: Connection, account_id: int) -> int | None:
+    """The monthly budget set for `account_id`, in minor units; None if never set."""
+    value = conn.execute(
+        select(budgets.c.monthly_budget_minor).where(budgets.c.account_id == account_id)
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+# --- settlement --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettlementSummary:
+    """A month's settlement totals (all batches, including those of earlier attempts)."""
+
+    period: str
+    supporters_settled: int
+    shares: int
+    total_posted_minor: int  # gross, to claimed creators (fees included)
+    total_held_minor: int  # held for unclaimed creators
+    total_fees_minor: int
+    unfunded_shares: int
+    refused_shares: int
+    already_settled: bool  # true when the month was complete before this call
+    completed_at: datetime | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "period": self.period,
+            "supporters_settled": self.supporters_settled,
+            "shares": self.shares,
+            "total_posted_minor": self.total_posted_minor,
+            "total_held_minor": self.total_held_minor,
+            "total_fees_minor": self.total_fees_minor,
+            "unfunded_shares": self.unfunded_shares,
+            "already_settled": self.already_settled,
+        }
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    last_supporter_id: int
+    supporters: int
+    shares: int
+
+
+def _summary(row: Any, already: bool) -> SettlementSummary:
+    return SettlementSummary(
+        period=row.period,
+        supporters_settled=int(row.supporters_settled),
+        shares=int(row.shares),
+        total_posted_minor=int(row.posted_minor),
+        total_held_minor=int(row.held_minor),
+        total_fees_minor=int(row.fees_minor),
+        unfunded_shares=int(row.unfunded_shares),
+        refused_shares=int(row.refused_shares),
+        already_settled=already,
+        completed_at=row.completed_at,
+    )
+
+
+def _run_row(conn: Connection, period: str, *, lock: bool = False) -> Any:
+    query = select(settlement_runs).where(settlement_runs.c.period == period)
+    return conn.execute(query.with_for_update() if lock else query).one()
+
+
+def _has_open_shares(conn: Connection, period: str) -> bool:
+    open_share = select(shares.c.id).where(shares.c.period == period, shares.c.state == "open")
+    return bool(conn.execute(select(exists(open_share))).scalar())
+
+
+def _begin(conn: Connection, policy: Policy, period: str, now: datetime) -> tuple[Any, bool]:
+    """Create the month's run row if new; returns it and whether open shares remain."""
+    bind_currency(conn, policy.currency, now)
+    system_account(conn, FEES)
+    conn.execute(
+        _insert(conn, settlement_runs)
+        .values(period=period, started_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["period"])
+    )
+    return _run_row(conn, period), _has_open_shares(conn, period)
+
+
+def _lock_batch(conn: Connection, period: str, ids: Sequence[int], fees_id: int) -> None:
+    """Lock the batch's supporters, the creators they flattred and `fees`, in id order.
+
+    One statement, so the locks come in id order like everyone else's. A share recorded
+    while it waited (its supporter's lock held by `record_flattr`) may name a creator the
+    statement's snapshot did not see: those few are locked after, by a second look.
+    """
+    if is_sqlite(conn):  # BEGIN IMMEDIATE already serializes writers
+        return
+    recipients = select(shares.c.recipient_account_id).where(
+        shares.c.period == period,
+        shares.c.state == "open",
+        shares.c.supporter_account_id.in_(ids),
+    )
+    locked = set(
+        conn.execute(
+            select(accounts.c.id)
+            .where(
+                accounts.c.id.in_(ids)
+                | accounts.c.id.in_(recipients.scalar_subquery())
+                | (accounts.c.id == fees_id)
+            )
+            .order_by(accounts.c.id)
+            .with_for_update()
+        ).scalars()
+    )
+    late = set(conn.execute(recipients.distinct()).scalars()) - locked
+    if late:
+        lock_accounts(conn, late)
+
+
+# The batch's working set: one row per share being settled, with its part, what becomes
+# of it and the ids its tip and transfers will have. A temporary table, so each statement
+# after the first reads a few thousand rows instead of searching the big tables again.
+_parts_md = MetaData()
+settle_parts = Table(
+    "settle_parts",
+    _parts_md,
+    Column("share_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("supporter_id", BigInteger, nullable=False),
+    Column("recipient_id", BigInteger, nullable=False),
+    Column("part", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),  # OUTCOMES
+    Column("fee", BigInteger, nullable=False),
+    Column("tip_id", BigInteger),
+    Column("transfer_id", BigInteger),  # the tip's transfer, or its hold
+    Column("fee_transfer_id", BigInteger),
+    prefixes=["TEMPORARY"],
+)
+# What becomes of a share's part, and the share state it leaves.
+OUTCOMES = {
+    "posted": "settled",
+    "held": "settled",
+    "zero": "settled",  # a part of 0: nothing to move
+    "refused": "refused",  # the creator refuses tips: the part stays with the supporter
+    "unfunded": "unfunded",  # the supporter had nothing available
+}
+
+
+def _settle_batch(
+    conn: Connection,
+    policy: Policy,
+    period: str,
+    after: int,
+    batch: int,
+    now: datetime,
+    default_budget_minor: int,
+) -> BatchResult | None:
+    """Settle the next `batch` supporters with open shares whose id is above `after`."""
+    _run_row(conn, period, lock=True)  # one batch of a month at a time
+    ids = [
+        int(i)
+        for i in conn.execute(
+            select(shares.c.supporter_account_id)
+            .where(
+                shares.c.period == period,
+                shares.c.state == "open",
+                shares.c.supporter_account_id > after,
+            )
+            .group_by(shares.c.supporter_account_id)
+            .order_by(shares.c.supporter_account_id)
+            .limit(batch)
+        ).scalars()
+    ]
+    if not ids:
+        return None
+    fees_id = system_account(conn, FEES)
+    _lock_batch(conn, period, ids, fees_id)
+    at = bindparam("now", now, type_=UTCDateTime)
+    open_in_batch = and_(
+        shares.c.period == period,
+        shares.c.state == "open",
+        shares.c.supporter_account_id.in_(ids),
+    )
+
+    # 1. The markers, with each supporter's pool = min(budget, available) under the lock.
+    counts = (
+        select(shares.c.supporter_account_id.label("sid"), func.count().label("n"))
+        .where(open_in_batch)
+        .group_by(shares.c.supporter_account_id)
+        .subquery()
+    )
+    budget = func.coalesce(budgets.c.monthly_budget_minor, default_budget_minor)
+    avail = accounts.c.credits_posted - accounts.c.debits_posted - accounts.c.debits_pending
+    conn.execute(
+        settlements.insert().from_select(
+            [
+                "period",
+                "supporter_account_id",
+                "budget_minor",
+                "available_minor",
+                "pool_minor",
+                "shares",
+                "settled_at",
+            ],
+            select(
+                literal(period, String),
+                counts.c.sid,
+                budget,
+                avail,
+                case((avail < budget, avail), else_=budget),
+                counts.c.n,
+                at,
+            )
+            .select_from(counts)
+            .join(accounts, accounts.c.id == counts.c.sid)
+            .outerjoin(budgets, budgets.c.account_id == counts.c.sid),
+        )
+    )
+
+    # 2. Each share's part: the pool split evenly, the odd units to the lowest share ids
+    #    (exactly `split_pool`), and what becomes of it.
+    _drop_parts(conn)
+    settle_parts.create(conn)
+    marker = settlements
+    recipient = accounts.alias("recipient")
+    rank = func.row_number().over(partition_by=shares.c.supporter_account_id, order_by=shares.c.id)
+    split = (
+        select(
+            shares.c.id.label("share_id"),
+            shares.c.supporter_account_id.label("supporter_id"),
+            shares.c.recipient_account_id.label("recipient_id"),
+            (
+                marker.c.pool_minor // marker.c.shares
+                + case((rank <= marker.c.pool_minor % marker.c.shares, 1), else_=0)
+            ).label("part"),
+            marker.c.pool_minor.label("pool"),
+            recipient.c.status.label("status"),
+        )
+        .join(
+            marker,
+            and_(
+                marker.c.period == shares.c.period,
+                marker.c.supporter_account_id == shares.c.supporter_account_id,
+            ),
+        )
+        .join(recipient, recipient.c.id == shares.c.recipient_account_id)
+        .where(open_in_batch)
+        .subquery()
+    )
+    outcome = case(
+        (split.c.pool == 0, "unfunded"),
+        (split.c.status == "refusing", "refused"),
+        (split.c.part == 0, "zero"),
+        (split.c.status == "claimed", "posted"),
+        else_="held",
+    )
+    fee = case(
+        (
+            and_(split.c.status == "claimed", split.c.pool > 0),
+            split.c.part * literal(policy.fee_percent, Integer) // 100,
+        ),
+        else_=0,
+    )
+    ordered = (
+        select(
+            split.c.share_id,
+            split.c.supporter_id,
+            split.c.recipient_id,
+            split.c.part,
+            outcome.label("outcome"),
+            fee.label("fee"),
+        )
+        .order_by(split.c.share_id)
+        .subquery()
+    )
+    columns = ["share_id", "supporter_id", "recipient_id", "part", "outcome", "fee"]
+    rows = [ordered.c[name] for name in columns]
+    if conn.dialect.name == "postgresql":
+        columns += ["tip_id", "transfer_id", "fee_transfer_id"]
+        rows += _sequence_ids(conn, ordered.c.outcome, ordered.c.fee)
+    conn.execute(settle_parts.insert().from_select(columns, select(*rows)))
+    if conn.dialect.name != "postgresql":
+        _assign_ids(conn)
+
+    # 3. The transfers: a tip (and its fee) for each posted part, a hold for each held one.
+    p = settle_parts.c
+    held = p.outcome == "held"
+    expires = bindparam("expires", now + policy.hold_period, type_=UTCDateTime)
+    moves = union_all(
+        select(
+            p.transfer_id.label("id"),
+            p.supporter_id.label("debit"),
+            p.recipient_id.label("credit"),
+            p.part.label("amount"),
+            case((held, "hold"), else_="tip").label("kind"),
+            case((held, expires), else_=null()).label("expires_at"),
+            p.tip_id.label("tip_id"),
+        ).where(p.tip_id.is_not(None)),
+        select(
+            p.fee_transfer_id,
+            p.recipient_id,
+            literal(fees_id, BigInteger),
+            p.fee,
+            literal("fee", String),
+            null(),
+            p.tip_id,
+        ).where(p.fee_transfer_id.is_not(None)),
+    ).subquery()
+    conn.execute(
+        transfers.insert().from_select(
+            [
+                "id",
+                "debit_account_id",
+                "credit_account_id",
+                "amount_minor",
+                "kind",
+                "expires_at",
+                "tip_id",
+                "created_at",
+            ],
+            select(
+                moves.c.id,
+                moves.c.debit,
+                moves.c.credit,
+                moves.c.amount,
+                moves.c.kind,
+                moves.c.expires_at,
+                moves.c.tip_id,
+                at,
+            ).order_by(moves.c.id),
+        )
+    )
+
+    # 4. The tips, as `escrow.tips.tip` leaves them: held ones pointing at their hold.
+    conn.execute(
+        tips.insert().from_select(
+            [
+                "id",
+                "source_id",
+                "supporter_account_id",
+                "recipient_account_id",
+                "kind",
+                "amount_minor",
+                "fee_minor",
+                "state",
+                "hold_transfer_id",
+                "expires_at",
+                "created_at",
+            ],
+            select(
+                p.tip_id,
+                literal(SHARE_SOURCE_PREFIX, String) + cast(p.share_id, String),
+                p.supporter_id,
+                p.recipient_id,
+                literal("flattr", String),
+                p.part,
+                p.fee,
+                case((held, "held"), else_="posted"),
+                case((held, p.transfer_id), else_=null()),
+                case((held, expires), else_=null()),
+                at,
+            )
+            .where(p.tip_id.is_not(None))
+            .order_by(p.tip_id),
+        )
+    )
+
+    # 5. The shares: settled (with their part, perhaps 0), refused or unfunded.
+    conn.execute(
+        update(shares)
+        .where(shares.c.id == p.share_id)
+        .values(
+            state=case(*((p.outcome == o, s) for o, s in OUTCOMES.items())),
+            part_minor=p.part,
+            settled_at=at,
+        )
+    )
+
+    # 6. The counters: one UPDATE for every account the batch touched, with the same
+    #    two-phase rules as `escrow.ledger.apply_transfers` (a hold moves the pending
+    #    counters, a tip or a fee the posted ones).
+    posted = p.outcome == "posted"
+    zero = literal(0, BigInteger)
+
+    def part_if(condition: ColumnElement[bool]) -> Any:
+        return case((condition, p.part), else_=0)
+
+    deltas = union_all(
+        select(
+            p.supporter_id.label("account_id"),
+            part_if(posted).label("dp"),
+            zero.label("cp"),
+            part_if(held).label("dq"),
+            zero.label("cq"),
+        ).where(p.tip_id.is_not(None)),
+        select(p.recipient_id, p.fee, part_if(posted), zero, part_if(held)).where(
+            p.tip_id.is_not(None)
+        ),
+        select(literal(fees_id, BigInteger), zero, p.fee, zero, zero).where(p.fee > 0),
+    ).subquery()
+    per_account = (
+        select(
+            deltas.c.account_id,
+            func.sum(deltas.c.dp).label("dp"),
+            func.sum(deltas.c.cp).label("cp"),
+            func.sum(deltas.c.dq).label("dq"),
+            func.sum(deltas.c.cq).label("cq"),
+        )
+        .group_by(deltas.c.account_id)
+        .subquery()
+    )
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == per_account.c.account_id)
+        .values(
+            debits_posted=accounts.c.debits_posted + per_account.c.dp,
+            credits_posted=accounts.c.credits_posted + per_account.c.cp,
+            debits_pending=accounts.c.debits_pending + per_account.c.dq,
+            credits_pending=accounts.c.credits_pending + per_account.c.cq,
+            updated_at=at,
+        )
+    )
+
+    # 7. The month's running totals, in the same transaction as the money they count.
+    n_shares = _record_totals(conn, period, len(ids), now)
+    _drop_parts(conn)
+    return BatchResult(ids[-1], len(ids), n_shares)
+
+
+def _sequence_ids(conn: Connection, outcome: Any, fee: Any) -> list[Any]:
+    """PostgreSQL: each part that moves money draws its tip id and transfer ids up front.
+
+    Known before anything is inserted, a held tip is written already pointing at its
+    hold (no second write of every tip). They come from the tables' own sequences, so
+    concurrent inserts elsewhere never collide with them.
+    """
+    tips_seq, transfers_seq = conn.execute(
+        text(
+            "SELECT pg_get_serial_sequence('tips', 'id'), pg_get_serial_sequence('transfers', 'id')"
+        )
+    ).one()
+    next_tip = literal_column(f"nextval('{_quoted(tips_seq)}')", BigInteger)
+    next_transfer = literal_column(f"nextval('{_quoted(transfers_seq)}')", BigInteger)
+    moves = outcome.in_(("posted", "held"))
+    return [
+        case((moves, next_tip), else_=null()),
+        case((moves, next_transfer), else_=null()),
+        case((and_(moves, fee > 0), next_transfer), else_=null()),
+    ]
+
+
+def _assign_ids(conn: Connection) -> None:
+    """SQLite: the same ids as `_sequence_ids`, numbered after the current maximum.
+
+    SQLite has one writer at a time (BEGIN IMMEDIATE), so those ids are free.
+    """
+    p = settle_parts.c
+    moves = p.outcome.in_(("posted", "held"))
+    base_tip = conn.execute(select(func.coalesce(func.max(tips.c.id), 0))).scalar_one()
+    base_transfer = conn.execute(select(func.coalesce(func.max(transfers.c.id), 0))).scalar_one()
+    has_fee = case((p.fee > 0, 1), else_=0)
+    order = (
+        select(
+            p.share_id.label("share_id"),
+            func.row_number().over(order_by=p.share_id).label("n"),
+            func.coalesce(func.sum(has_fee).over(order_by=p.share_id, rows=(None, -1)), 0).label(
+                "fees_before"
+            ),
+        )
+        .where(moves)
+        .subquery()
+    )
+    # Part n's transfer follows the n - 1 transfers and the fees of the parts before it.
+    transfer_id = base_transfer + order.c.n + order.c.fees_before
+    conn.execute(
+        update(settle_parts)
+        .where(p.share_id == order.c.share_id)
+        .values(
+            tip_id=base_tip + order.c.n,
+            transfer_id=transfer_id,
+            fee_transfer_id=case((p.fee > 0, transfer_id + 1), else_=null()),
+        )
+    )
+
+
+def _drop_parts(conn: Connection) -> None:
+    # Named with its temporary schema, so no permanent table could ever be dropped.
+    schema = "pg_temp" if conn.dialect.name == "postgresql" else "temp"
+    conn.execute(text(f"DROP TABLE IF EXISTS {schema}.settle_parts"))
+
+
+def _quoted(name: str) -> str:
+    return name.replace("'", "''")
+
+
+def _record_totals(conn: Connection, period: str, supporters: int, now: datetime) -> int:
+    """Add the batch to the run's totals; returns the number of shares it settled."""
+    p = settle_parts.c
+
+    def total(condition: ColumnElement[bool], value: Any = 1) -> Any:
+        return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
+
+    t = conn.execute(
+        select(
+            func.count().label("n"),
+            total(p.outcome == "unfunded").label("unfunded"),
+            total(p.outcome == "refused").label("refused"),
+            total(p.outcome == "posted", p.part).label("posted"),
+            total(p.outcome == "held", p.part).label("held"),
+            func.coalesce(func.sum(p.fee), 0).label("fees"),
+        )
+    ).one()
+    r = settlement_runs.c
+    conn.execute(
+        update(settlement_runs)
+        .where(r.period == period)
+        .values(
+            supporters_settled=r.supporters_settled + supporters,
+            shares=r.shares + int(t.n),
+            posted_minor=r.posted_minor + int(t.posted),
+            held_minor=r.held_minor + int(t.held),
+            fees_minor=r.fees_minor + int(t.fees),
+            unfunded_shares=r.unfunded_shares + int(t.unfunded),
+            refused_shares=r.refused_shares + int(t.refused),
+            updated_at=now,
+        )
+    )
+    return int(t.n)
+
+
+def _complete(conn: Connection, period: str, now: datetime) -> Any:
+    """Mark the month complete, unless shares arrived meanwhile (then None: go again)."""
+    _run_row(conn, period, lock=True)
+    if _has_open_shares(conn, period):
+        return None
+    conn.execute(
+        update(settlement_runs)
+        .where(settlement_runs.c.period == period, settlement_runs.c.completed_at.is_(None))
+        .values(completed_at=now, updated_at=now)
+    )
+    return _run_row(conn, period)
+
+
+def settle(
+    engine: Engine,
+    policy: Policy,
+    period: str,
+    now: datetime,
+    *,
+    batch: int = 1000,
+    progress: Callable[[int], None] | None = None,
+    default_budget_minor: int = MIN_MONTHLY_BUDGET_MINOR,
+) -> SettlementSummary:
+    """Settle every supporter's flattrs of `period` (YYYY-MM), `batch` supporters a time.
+
+    Refuses a month that has not ended at `now`. Safe to rerun at any point: a month
+    already complete changes nothing and reports `already_settled`; a month interrupted
+    half-way resumes with the supporters not yet settled. `progress` gets the number of
+    shares each batch settled. `default_budget_minor` is the budget of supporters who
+    never set one (the deployment's minimum).
+    """
+    period = period.strip()
+    _, end = period_bounds(period)
+    if now < end:
+        raise SettlementError(
+            f"{period} has not ended yet; it can be settled from {end:%Y-%m-%d %H:%M} UTC"
+        )
+    if batch < 1:
+        raise ValueError("a batch needs at least one supporter")
+    run, open_left = transaction(engine, lambda conn: _begin(conn, policy, period, now))
+    if run.completed_at is not None and not open_left:
+        return _summary(run, already=True)
+    while True:
+        after = 0
+        swept_from_start = True
+        while True:
+            done = transaction(
+                engine,
+                partial(
+                    _settle_batch,
+                    policy=policy,
+                    period=period,
+                    after=after,
+                    batch=batch,
+                    now=now,
+                    default_budget_minor=default_budget_minor,
+                ),
+            )
+            if done is None:
+                if swept_from_start:
+                    break
+                # Shares recorded behind the cursor while we ran: one more pass finds them.
+                after, swept_from_start = 0, True
+                continue
+            swept_from_start = False
+            after = done.last_supporter_id
+            if progress is not None:
+                progress(done.shares)
+        finished = transaction(engine, lambda conn: _complete(conn, period, now))
+        if finished is not None:
+            return _summary(finished, already=False)
+
+
+def due_periods(conn: Connection, now: datetime) -> list[str]:
+    """Ended months with shares still open or a run not completed, oldest first."""
+    current = period_of(now)
+    # The distinct months of all shares, one index probe each (a loose index scan), so
+    # this stays cheap however many shares the past months hold.
+    months = conn.execute(
+        text(
+            "WITH RECURSIVE m(period) AS ("
+            " SELECT min(period) FROM shares"
+            " UNION ALL"
+            " SELECT (SELECT min(s.period) FROM shares s WHERE s.period > m.period)"
+            " FROM m WHERE m.period IS NOT NULL)"
+            " SELECT period FROM m WHERE period IS NOT NULL AND period < :current"
+        ),
+        {"current": current},
+    ).scalars()
+    due = {str(p) for p in list(months) if _has_open_shares(conn, str(p))}
+    due |= set(
+        conn.execute(
+            select(settlement_runs.c.period).where(
+                settlement_runs.c.completed_at.is_(None), settlement_runs.c.period < current
+            )
+        ).scalars()
+    )
+    return sorted(due)
+
+
+def settle_due(
+    engine: Engine,
+    policy: Policy,
+    now: datetime,
+    *,
+    batch: int = 1000,
+    progress: Callable[[int], None] | None = None,
+    default_budget_minor: int = MIN_MONTHLY_BUDGET_MINOR,
+) -> list[SettlementSummary]:
+    """Settle every ended month that is not settled yet (the worker's monthly job)."""
+    with engine.connect() as conn:
+        periods = due_periods(conn, now)
+    return [
+        settle(
+            engine,
+            policy,
+            period,
+            now,
+            batch=batch,
+            progress=progress,
+            default_budget_minor=default_budget_minor,
+        )
+        for period in periods
+    ]
