@@ -16,6 +16,7 @@ sandbox, tests). No credential ever appears in an error message, a repr, or a lo
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import random
 import re
@@ -318,7 +319,9 @@ def _parse_created_at(tweet: Mapping[str, Any], tweet_id: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _parse_mention(tweet: Mapping[str, Any], users: Mapping[str, XUser]) -> Mention:
+def _parse_mention(
+    tweet: Mapping[str, Any], users: Mapping[str, XUser], by_name: Mapping[str, str]
+) -> Mention:
     tweet_id = _str(tweet, "id")
     if _NUMERIC_ID.fullmatch(tweet_id) is None:
         raise _Malformed("tweet id is not numeric")
@@ -335,7 +338,6 @@ def _parse_mention(tweet: Mapping[str, Any], users: Mapping[str, XUser]) -> Ment
         ref.get("type") == "retweeted" for ref in _list_of_dicts(tweet, "referenced_tweets")
     )
 
-    by_name = {user.username.casefold(): user.id for user in users.values()}
     mentioned: dict[str, str] = {}
     for entity in _list_of_dicts(_dict(tweet, "entities"), "mentions"):
         username = entity.get("username")
@@ -368,7 +370,11 @@ def parse_mentions_page(body: Mapping[str, Any]) -> MentionsPage:
     """Read a `GET /2/users/:id/mentions` body; raises `_Malformed` on a wrong shape."""
     includes = _dict(body, "includes")
     users = {user.id: user for user in map(_parse_user, _list_of_dicts(includes, "users"))}
-    mentions = tuple(_parse_mention(tweet, users) for tweet in _list_of_dicts(body, "data"))
+    # Built once per page: a page of 100 mentions would otherwise rebuild it 100 times.
+    by_name = {user.username.casefold(): user.id for user in users.values()}
+    mentions = tuple(
+        _parse_mention(tweet, users, by_name) for tweet in _list_of_dicts(body, "data")
+    )
     meta = _dict(body, "meta")
     newest_id = _opt_str(meta, "newest_id") or (mentions[0].id if mentions else None)
     return MentionsPage(
@@ -433,6 +439,15 @@ def _install_log_redaction(secrets: Iterable[str]) -> None:
 # --------------------------------------------------------------------------- transport
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class BaseUrlAdapter(HTTPAdapter):
     """Sends requests addressed to api.twitter.com to another base URL instead.
 
@@ -459,7 +474,8 @@ class BaseUrlAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
         request.url = self.rewrite(request.url or "")
         # Proxies were chosen for api.twitter.com; a loopback sandbox must not go through them.
-        if requests.utils.should_bypass_proxies(request.url, no_proxy=None):
+        host = urlsplit(request.url).hostname or ""
+        if _is_loopback(host) or requests.utils.should_bypass_proxies(request.url, no_proxy=None):
             kwargs["proxies"] = {}
         return super().send(request, *args, **kwargs)
 

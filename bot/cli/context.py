@@ -50,15 +50,35 @@ class Context:
         return app.ledger(self.settings, self.engine)
 
     def identity(self, text: str) -> Identity:
-        """`x:ID` as given, or `@handle` from the local accounts."""
+        """`x:ID` as given, or `@handle` from the local accounts, else looked up on X.
+
+        The look-up happens only for a handle unknown here and only when X credentials are
+        configured; X answers with the account's immutable id.
+        """
         text = text.strip()
         if text.startswith("@"):
             with self.engine.connect() as conn:
                 row = find_by_handle(conn, text[1:])
-            if row is None:
+            if row is not None:
+                return Identity(row.platform, row.platform_user_id, row.handle)
+            found = self._look_up_on_x(text[1:])
+            if found is None:
                 fail(f"{text} is not known here yet; give the account as x:ID (the numeric id)")
-            return Identity(row.platform, row.platform_user_id, row.handle)
+            return found
         try:
             return Identity.parse(text)
         except LedgerError as e:
             fail(f"{e}; or give @handle")
+
+    def _look_up_on_x(self, handle: str) -> Identity | None:
+        from bot.wiring import build_x_api, x_reads_configured
+        from bot.x_api import XApiError
+
+        if not x_reads_configured(self.settings):
+            return None
+        try:
+            users = build_x_api(self.settings).lookup_users([handle])
+        except XApiError as e:
+            fail(f"@{handle} is not known here and X could not be asked: {e}")
+        user = users.get(handle.casefold())
+        return Identity.x(user.id, user.username) if user is not None else None

@@ -1,0 +1,199 @@
+"""Commands that talk to X: one poll, the outbox (send and list), and the worker process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from bot.cli.context import Context
+from bot.cli.output import EXIT_PROBLEM, emit_json, fail, table, when
+from bot.listener import PAGE_SIZE, poll_once
+from bot.notices import list_outbox, plan_notices, send_pending
+from bot.wiring import XNotConfigured, build_x_api
+from bot.x_api import TweepyXApi
+from escrow.db import transaction
+from escrow.ledger import utcnow
+from escrow.schema import OUTBOX_STATES
+
+pass_ctx = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _logging(ctx: Context) -> None:
+    logging.basicConfig(
+        level=ctx.settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if ctx.settings.log_level != "DEBUG":
+        # APScheduler logs every run of every job at INFO (the poll runs each minute or
+        # more often); our jobs log what they did. Alembic announces its dialect.
+        for noisy in ("apscheduler", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _x_api(ctx: Context) -> TweepyXApi:
+    try:
+        return build_x_api(ctx.settings)
+    except XNotConfigured as e:
+        fail(str(e))
+
+
+@click.command("poll")
+@click.option("--once", is_flag=True, required=True, help="Poll once and exit.")
+@click.option(
+    "--page-size",
+    default=PAGE_SIZE,
+    show_default=True,
+    type=click.IntRange(5, 100),
+    help="Mentions per page, and per transaction.",
+)
+@json_option
+@pass_ctx
+def poll(ctx: Context, once: bool, page_size: int, as_json: bool) -> None:
+    """Read every new mention of the bot and apply it; exit 1 if X failed.
+
+    \b
+    Example:
+      tipjar poll --once --json
+    """
+    _logging(ctx)
+    x_api = _x_api(ctx)
+    result = poll_once(ctx.engine, x_api, ctx.settings, page_size=page_size)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items())) or "none"
+        click.echo(
+            f"{result.mentions_seen} mentions seen, {result.processed} new, "
+            f"{result.tips_applied} tips applied (outcomes: {outcomes})"
+        )
+        if result.rate_limited_until is not None:
+            click.echo(f"rate limited by X until {when(result.rate_limited_until)} UTC")
+        if result.error:
+            click.echo(f"X failed, nothing lost, the next poll retries: {result.error}", err=True)
+    if result.error:
+        raise SystemExit(EXIT_PROBLEM)
+
+
+@click.group("notices")
+def notices() -> None:
+    """Replies and creator notices waiting in the outbox."""
+
+
+@notices.command("send")
+@click.option("--once", is_flag=True, required=True, help="Plan and send once, then exit.")
+@click.option("--limit", default=50, show_default=True, help="Most posts to send in this run.")
+@json_option
+@pass_ctx
+def notices_send(ctx: Context, once: bool, limit: int, as_json: bool) -> None:
+    """Plan the creator notices due now, then send what the outbox holds.
+
+    \b
+    Example:
+      tipjar notices send --once
+    """
+    _logging(ctx)
+    x_api = _x_api(ctx)
+    now = utcnow()
+    plan = transaction(ctx.engine, lambda conn: plan_notices(conn, ctx.settings, now))
+    sent = send_pending(ctx.engine, x_api, utcnow(), limit)
+    if as_json:
+        emit_json({"planned": plan.to_json(), "sent": sent.to_json()})
+    else:
+        click.echo(
+            f"{plan.planned} notices planned ({plan.deferred} wait for tomorrow's cap); "
+            f"{sent.sent} sent, {sent.failed} failed, {sent.skipped} skipped, "
+            f"{sent.retry_later} to retry"
+        )
+        if sent.rate_limited_until is not None:
+            click.echo(f"posting is rate limited until {when(sent.rate_limited_until)} UTC")
+        if sent.error:
+            click.echo(f"X failed, the next run retries: {sent.error}", err=True)
+    if sent.error:
+        raise SystemExit(EXIT_PROBLEM)
+
+
+@notices.command("list")
+@click.option("--state", "state_filter", type=click.Choice(OUTBOX_STATES), help="Only this state.")
+@click.option("--limit", default=50, show_default=True, help="Most rows to show, newest first.")
+@json_option
+@pass_ctx
+def notices_list(ctx: Context, state_filter: str | None, limit: int, as_json: bool) -> None:
+    """The outbox, newest first.
+
+    \b
+    Example:
+      tipjar notices list --state pending
+    """
+    with ctx.engine.connect() as conn:
+        rows = list_outbox(conn, state_filter=state_filter, limit=limit)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "state": r.state,
+                    "topic": r.topic,
+                    "recipient_account_id": r.recipient_account_id,
+                    "recipient_user_id": r.recipient_user_id,
+                    "in_reply_to_tweet_id": r.in_reply_to_tweet_id,
+                    "text": r.text,
+                    "attempts": r.attempts,
+                    "next_attempt_at": r.next_attempt_at,
+                    "sent_tweet_id": r.sent_tweet_id,
+                    "error": r.error,
+                    "created_at": r.created_at,
+                    "sent_at": r.sent_at,
+                }
+                for r in rows
+            ]
+        )
+        return
+    if not rows:
+        click.echo("the outbox is empty" if state_filter is None else f"no {state_filter} rows")
+        return
+    click.echo(
+        table(
+            ["id", "kind", "state", "topic", "reply to", "created", "text"],
+            [
+                (
+                    r.id,
+                    r.kind,
+                    r.state,
+                    r.topic or "-",
+                    r.in_reply_to_tweet_id or "-",
+                    when(r.created_at),
+                    r.text if len(r.text) <= 60 else r.text[:59] + "…",
+                )
+                for r in rows
+            ],
+            right=(0,),
+        )
+    )
+
+
+@click.command("worker")
+@pass_ctx
+def worker(ctx: Context) -> None:
+    """Run the scheduler (poll, notices, release, expiry, settlement) until SIGTERM.
+
+    Only one worker is active per database; another one waits as a standby.
+
+    \b
+    Example:
+      tipjar worker
+    """
+    from bot.scheduler import run_worker  # APScheduler is loaded only by the worker
+
+    _logging(ctx)
+    x_api = _x_api(ctx)
+    raise SystemExit(run_worker(ctx.settings, engine=ctx.engine, x_api=x_api))
+
+
+def register(main: click.Group) -> None:
+    for command in (poll, notices, worker):
+        main.add_command(command)

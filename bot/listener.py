@@ -1,0 +1,518 @@
+"""The listener: reads the bot's mentions from X and turns each one into exactly one outcome.
+
+`poll_once` fetches every mention newer than the stored cursor (`state` key
+`x.mentions.since_id`), walking the pages until X has no more, then processes them oldest
+first. Per mention:
+
+- retweets and the bot's own tweets are skipped; an edit is its original tweet (the first
+  id of its edit history is the idempotency key, recorded in the `mentions` table);
+- the text is parsed by `bot.commands.parse`; recipients become user ids from the response
+  itself (the mention's entities and the page's users), the rest from one batched
+  `lookup_users` call per run; an unknown handle is `unknown_recipient`;
+- an explicit amount is a tip to each recipient (kind "tip", source = the original tweet
+  id), applied for a whole chunk by one `escrow.tips.tip_many` call, which decides exactly
+  as one `tip` call per recipient in tweet order would; no amount is a flattr
+  (`escrow.settlement.record_flattr`: a share paid at settlement); `help` gets a help reply
+  and `stop` opts the author out of creator notices (and gets a short confirmation);
+- a tip to oneself (by user id) is `self_tip`, to the bot's user id `bot_tip`; a supporter
+  nobody ever funded is `unknown_supporter`, one without enough money `insufficient_funds`;
+- an error gets a reply through the outbox (rate-limited per supporter, see
+  `bot.notices`); a successful tip gets none (the creator notice confirms it).
+
+Exactly once: the tips of a chunk of mentions (one page's worth), their outbox rows, the
+`mentions` records and the advanced cursor commit in one transaction; a replayed page or
+an edit finds its `mentions` row and does nothing, so a crash at any point loses nothing
+and doubles nothing. Platform faults stop the run without losing anything: a 429 records
+`x.mentions.resume_at` and the next run before that time returns at once without calling
+X (nothing here waits for a rate limit); 5xx, timeouts and malformed bodies (after the
+adapter's few quick retries) leave the cursor where it was, and the next run retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from bot import app
+from bot.commands import (
+    AmountRules,
+    Command,
+    ControlCommand,
+    NotACommand,
+    Outcome,
+    Rejection,
+    TipCommand,
+    parse,
+)
+from bot.config import Settings
+from bot.notices import get_state, get_time, lock_state, opt_out, put_state, queue_reply
+from bot.replies import ReplyContext, reply_for
+from bot.x_api import Mention, PermanentError, RateLimited, TransientError, XApi, XApiError, XUser
+from escrow.db import transaction
+from escrow.ledger import Clock, Identity, Policy, TipStatus, ensure_account, find_account, utcnow
+from escrow.money import Money
+from escrow.schema import mentions, state
+from escrow.settlement import record_flattr
+from escrow.tips import TipRequest, TipResult, tip_many
+
+log = logging.getLogger(__name__)
+
+CURSOR_KEY = "x.mentions.since_id"
+RESUME_KEY = "x.mentions.resume_at"
+PAGE_SIZE = 100
+MAX_PAGES = 100  # X serves at most the newest 800 mentions; this only guards a broken API
+
+# Outcomes of mentions that are not commands at all, recorded so they are never re-read.
+RETWEET = "retweet"
+OWN_TWEET = "own_tweet"
+
+_SUCCESS = frozenset({Outcome.tipped, Outcome.held, Outcome.flattred})
+_TIP_OUTCOMES = {TipStatus.POSTED: Outcome.tipped, TipStatus.HELD: Outcome.held}
+_FLATTR_OUTCOMES = {
+    "recorded": Outcome.flattred,
+    "already_flattred": Outcome.already_flattred,
+    "refusing_recipient": Outcome.refusing_recipient,
+    "unknown_supporter": Outcome.unknown_supporter,
+    "self_tip": Outcome.self_tip,
+}
+
+
+@dataclass
+class PollResult:
+    mentions_seen: int = 0  # fetched from X this run
+    processed: int = 0  # recorded for the first time this run
+    already_processed: int = 0  # replays and edits of mentions processed before
+    tips_applied: int = 0
+    flattrs_recorded: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    replies_queued: int = 0
+    replies_suppressed: int = 0  # over the supporter's reply limit
+    pages: int = 0
+    cursor: str | None = None
+    rate_limited_until: datetime | None = None
+    error: str | None = None
+    interrupted: bool = False  # stopped early because the worker is shutting down
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mentions_seen": self.mentions_seen,
+            "processed": self.processed,
+            "already_processed": self.already_processed,
+            "tips_applied": self.tips_applied,
+            "flattrs_recorded": self.flattrs_recorded,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "replies_queued": self.replies_queued,
+            "replies_suppressed": self.replies_suppressed,
+            "pages": self.pages,
+            "cursor": self.cursor,
+            "rate_limited_until": self.rate_limited_until,
+            "error": self.error,
+            "interrupted": self.interrupted,
+        }
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """What one transaction did; returned (not accumulated) so a retried one counts once."""
+
+    processed: int = 0
+    already: int = 0
+    tips: int = 0
+    flattrs: int = 0
+    replies: int = 0
+    suppressed: int = 0
+    outcomes: tuple[str, ...] = ()
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    settings: Settings
+    policy: Policy
+    rules: AmountRules
+    bot_user_id: str
+    users: Mapping[str, XUser]  # casefolded username -> user, from the pages and the lookup
+    commands: Mapping[str, Command]  # by tweet id: each text is parsed once per run
+
+
+# --------------------------------------------------------------------------- one mention
+
+
+@dataclass
+class _Decided:
+    outcome: str
+    tips: int = 0
+    flattrs: int = 0
+    reply: ReplyContext | None = None  # facts for the reply, when one is due
+    reply_outcome: Outcome | None = None
+
+
+def _rules(settings: Settings) -> AmountRules:
+    return AmountRules(settings.currency, settings.min_tip, settings.max_tip)
+
+
+def _reply_context(
+    ctx: _Context,
+    mention: Mention,
+    *,
+    recipients: Iterable[str] = (),
+    amount: Money | None = None,
+    available: Money | None = None,
+    detail: str = "",
+) -> ReplyContext:
+    base = ctx.settings.public_base_url.rstrip("/")
+    return ReplyContext(
+        author_handle=mention.author_username or "",
+        recipients=tuple(recipients),
+        amount=amount,
+        available=available,
+        needed=amount,
+        min_tip=ctx.settings.min_tip,
+        max_tip=ctx.settings.max_tip,
+        currency=ctx.settings.currency,
+        signup_url=base + "/me",
+        claim_url=base + "/claim",
+        detail=detail,
+    )
+
+
+def _resolve(ctx: _Context, mention: Mention, command: TipCommand) -> list[tuple[str, str | None]]:
+    """(handle as shown, user id or None) for each recipient of `command`."""
+    if command.is_reply and mention.in_reply_to_user_id:
+        return [
+            (mention.in_reply_to_username or command.recipients[0], mention.in_reply_to_user_id)
+        ]
+    out: list[tuple[str, str | None]] = []
+    for handle in command.recipients:
+        key = handle.casefold()
+        user = ctx.users.get(key)
+        user_id = mention.mentioned_ids.get(key) or (user.id if user else None)
+        out.append((user.username if user else handle, user_id))
+    return out
+
+
+@dataclass
+class _Pending:
+    """A tip command whose tips wait for the chunk's one batched `tip_many` call."""
+
+    mention: Mention
+    command: TipCommand
+    # Per recipient: its handle, and its outcome (decided already) or its request's index.
+    slots: list[tuple[str, Outcome | int]]
+    flattrs: int = 0
+
+
+def _plan_tips(
+    conn: Connection,
+    ctx: _Context,
+    mention: Mention,
+    command: TipCommand,
+    now: datetime,
+    requests: list[TipRequest],
+) -> _Pending:
+    supporter = Identity.x(mention.author_id, mention.author_username)
+    pending = _Pending(mention, command, [])
+    for handle, user_id in _resolve(ctx, mention, command):
+        if user_id is None:
+            pending.slots.append((handle, Outcome.unknown_recipient))
+            continue
+        if user_id == mention.author_id:
+            pending.slots.append((handle, Outcome.self_tip))
+            continue
+        if user_id == ctx.bot_user_id:
+            pending.slots.append((handle, Outcome.bot_tip))
+            continue
+        recipient = Identity.x(user_id, handle)
+        if command.amount is not None:
+            pending.slots.append((handle, len(requests)))
+            requests.append(TipRequest(supporter, recipient, command.amount, mention.original_id))
+            continue
+        # No money moves now: the share is paid from the supporter's budget at settlement.
+        flattr = record_flattr(
+            conn, ctx.policy, supporter, recipient, mention.created_at, mention.original_id, now
+        )
+        outcome = _FLATTR_OUTCOMES.get(str(flattr.status), Outcome.already_flattred)
+        pending.flattrs += 1 if outcome == Outcome.flattred and not flattr.replayed else 0
+        pending.slots.append((handle, outcome))
+    return pending
+
+
+def _tip_outcome(result: TipResult) -> Outcome:
+    if result.status in _TIP_OUTCOMES:
+        return _TIP_OUTCOMES[result.status]
+    if result.status == TipStatus.INSUFFICIENT_FUNDS:
+        if result.supporter_ever_funded:
+            return Outcome.insufficient_funds
+        return Outcome.unknown_supporter
+    if result.status == TipStatus.REFUSING_RECIPIENT:
+        return Outcome.refusing_recipient
+    return Outcome.self_tip
+
+
+def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Decided:
+    """The outcome of a tip command once its tips were applied."""
+    outcomes: list[tuple[str, Outcome]] = []
+    tips = 0
+    available: Money | None = None
+    for handle, slot in pending.slots:
+        if isinstance(slot, Outcome):
+            outcomes.append((handle, slot))
+            continue
+        result = results[slot]
+        available = result.available
+        tips += 1 if result.applied and not result.replayed else 0
+        outcomes.append((handle, _tip_outcome(result)))
+    failure = next((o for _h, o in outcomes if o not in _SUCCESS), None)
+    if failure is None:
+        return _Decided(outcomes[0][1].value, tips=tips, flattrs=pending.flattrs)
+    about = [h for h, o in outcomes if o == failure]
+    reply = _reply_context(
+        ctx, pending.mention, recipients=about, amount=pending.command.amount, available=available
+    )
+    return _Decided(
+        failure.value, tips=tips, flattrs=pending.flattrs, reply=reply, reply_outcome=failure
+    )
+
+
+def _decide(
+    conn: Connection,
+    ctx: _Context,
+    mention: Mention,
+    now: datetime,
+    requests: list[TipRequest],
+) -> _Decided | _Pending:
+    if mention.is_retweet:
+        return _Decided(RETWEET)
+    if mention.author_id == ctx.bot_user_id:
+        return _Decided(OWN_TWEET)
+    command = ctx.commands.get(mention.id) or _parse(ctx.settings, ctx.rules, mention)
+    if isinstance(command, NotACommand):
+        return _Decided(Outcome.not_a_command.value)
+    if isinstance(command, ControlCommand):
+        if command.action == "stop":
+            author = Identity.x(mention.author_id, mention.author_username)
+            opt_out(conn, ensure_account(conn, author, now), now)
+            return _Decided("stop", reply=_reply_context(ctx, mention), reply_outcome=Outcome.stop)
+        return _Decided("help", reply=_reply_context(ctx, mention), reply_outcome=Outcome.help)
+    if isinstance(command, Rejection):
+        reply = _reply_context(ctx, mention, detail=command.detail)
+        return _Decided(command.outcome.value, reply=reply, reply_outcome=command.outcome)
+    return _plan_tips(conn, ctx, mention, command, now, requests)
+
+
+# --------------------------------------------------------------------------- a chunk
+
+
+def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: datetime) -> _Chunk:
+    current = lock_state(conn, CURSOR_KEY, now) or None
+    originals = {m.original_id for m in chunk}
+    done = set(
+        conn.execute(
+            select(mentions.c.tweet_id).where(mentions.c.tweet_id.in_(originals))
+        ).scalars()
+    )
+    decided: list[tuple[Mention, _Decided | _Pending]] = []
+    requests: list[TipRequest] = []
+    already = 0
+    for mention in chunk:
+        if mention.original_id in done:
+            already += 1
+            continue
+        done.add(mention.original_id)
+        decided.append((mention, _decide(conn, ctx, mention, now, requests)))
+    # Every tip of the chunk in one batched call: as many `tip` calls would, in order.
+    results = tip_many(conn, ctx.policy, requests, now) if requests else []
+
+    tips = flattrs = replies = suppressed = 0
+    outcomes: list[str] = []
+    records: list[dict[str, Any]] = []
+    for mention, step in decided:
+        final = _settle(ctx, step, results) if isinstance(step, _Pending) else step
+        if final.reply is not None and final.reply_outcome is not None:
+            text = reply_for(final.reply_outcome, final.reply)
+            if text:
+                author = find_account(conn, Identity.x(mention.author_id))
+                if queue_reply(
+                    conn,
+                    source=mention.original_id,
+                    in_reply_to_tweet_id=mention.id,
+                    author_id=mention.author_id,
+                    author_account_id=int(author.id) if author is not None else None,
+                    outcome=final.reply_outcome.value,
+                    text=text,
+                    now=now,
+                ):
+                    replies += 1
+                else:
+                    suppressed += 1
+        records.append(
+            {
+                "tweet_id": mention.original_id,
+                "author_id": mention.author_id,
+                "outcome": final.outcome,
+                "processed_at": now,
+            }
+        )
+        tips += final.tips
+        flattrs += final.flattrs
+        outcomes.append(final.outcome)
+    if records:
+        conn.execute(insert(mentions), records)
+    processed = len(records)
+    newest = max((m.id for m in chunk), key=int)
+    cursor = current
+    if current is None or int(newest) > int(current):
+        cursor = newest
+        conn.execute(
+            update(state).where(state.c.key == CURSOR_KEY).values(value=newest, updated_at=now)
+        )
+    return _Chunk(processed, already, tips, flattrs, replies, suppressed, tuple(outcomes), cursor)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _already_done(engine: Engine, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            found.update(
+                conn.execute(
+                    select(mentions.c.tweet_id).where(mentions.c.tweet_id.in_(batch))
+                ).scalars()
+            )
+    return found
+
+
+def _parse(settings: Settings, rules: AmountRules, mention: Mention) -> Command:
+    return parse(
+        mention.text,
+        bot_username=settings.x_bot_username,
+        in_reply_to_username=mention.in_reply_to_username,
+        author_username=mention.author_username,
+        rules=rules,
+    )
+
+
+def _wanted_names(
+    todo: Iterable[Mention], commands: Mapping[str, Command], users: Mapping[str, XUser]
+) -> list[str]:
+    """Handles of recipients that the response itself does not resolve."""
+    wanted: dict[str, str] = {}
+    for m in todo:
+        command = commands[m.id]
+        if not isinstance(command, TipCommand) or command.is_reply:
+            continue
+        for handle in command.recipients:
+            key = handle.casefold()
+            if key not in m.mentioned_ids and key not in users:
+                wanted.setdefault(key, handle)
+    return list(wanted.values())
+
+
+def _rate_limited(
+    engine: Engine, result: PollResult, exc: RateLimited, now: datetime
+) -> PollResult:
+    transaction(engine, lambda conn: put_state(conn, RESUME_KEY, exc.reset_at.isoformat(), now))
+    result.rate_limited_until = exc.reset_at
+    log.warning("X rate-limits %s until %s: polling resumes then", exc.endpoint, exc.reset_at)
+    return result
+
+
+def poll_once(
+    engine: Engine,
+    x_api: XApi,
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    page_size: int = PAGE_SIZE,
+    should_stop: Callable[[], bool] | threading.Event | None = None,
+) -> PollResult:
+    """Fetch and apply every new mention; see the module docstring. Never sleeps."""
+    stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
+    now = clock()
+
+    def read(conn: Connection) -> tuple[str | None, datetime | None]:
+        return get_state(conn, CURSOR_KEY) or None, get_time(conn, RESUME_KEY)
+
+    cursor, resume_at = transaction(engine, read)
+    result = PollResult(cursor=cursor)
+    if resume_at is not None and now < resume_at:
+        result.rate_limited_until = resume_at
+        return result
+
+    collected: dict[str, Mention] = {}
+    users: dict[str, XUser] = {}
+    token: str | None = None
+    try:
+        while True:
+            page = x_api.mentions(since_id=cursor, pagination_token=token, max_results=page_size)
+            result.pages += 1
+            collected.update((m.id, m) for m in page.mentions)
+            users.update((u.username.casefold(), u) for u in page.users.values())
+            if not page.next_token or page.next_token == token or result.pages >= MAX_PAGES:
+                break
+            token = page.next_token
+    except RateLimited as exc:
+        # The pages read so far are the newest ones: applying them would skip older ones.
+        return _rate_limited(engine, result, exc, now)
+    except XApiError as exc:
+        result.error = str(exc)
+        log.warning("reading mentions failed, the next run retries: %s", exc)
+        return result
+
+    ordered = sorted(collected.values(), key=lambda m: int(m.id))
+    result.mentions_seen = len(ordered)
+    if not ordered:
+        return result
+
+    done = _already_done(engine, sorted({m.original_id for m in ordered}))
+    todo = [m for m in ordered if m.original_id not in done]
+    rules = _rules(settings)
+    commands = {m.id: _parse(settings, rules, m) for m in todo}
+    names = _wanted_names(todo, commands, users)
+    if names:
+        try:
+            users.update(x_api.lookup_users(names))
+        except RateLimited as exc:
+            return _rate_limited(engine, result, exc, now)
+        except (TransientError, PermanentError) as exc:
+            result.error = str(exc)
+            log.warning("looking up recipients failed, the next run retries: %s", exc)
+            return result
+
+    bot_user_id = settings.x_bot_user_id or str(getattr(x_api, "bot_user_id", ""))
+    ctx = _Context(settings, app.policy(settings), rules, bot_user_id, users, commands)
+    size = max(1, page_size)
+    for start in range(0, len(ordered), size):
+        if stop is not None and stop():
+            result.interrupted = True
+            break
+        chunk = ordered[start : start + size]
+        at = clock()
+
+        def work(conn: Connection, chunk: list[Mention] = chunk, at: datetime = at) -> _Chunk:
+            return _process_chunk(conn, ctx, chunk, at)
+
+        done_chunk = transaction(engine, work)
+        result.processed += done_chunk.processed
+        result.already_processed += done_chunk.already
+        result.tips_applied += done_chunk.tips
+        result.flattrs_recorded += done_chunk.flattrs
+        result.replies_queued += done_chunk.replies
+        result.replies_suppressed += done_chunk.suppressed
+        result.outcomes.update(done_chunk.outcomes)
+        result.cursor = done_chunk.cursor
+    return result

@@ -1,0 +1,117 @@
+"""Two `tipjar worker` processes on one PostgreSQL database, against the loopback X sandbox.
+
+Only one of them runs the scheduler; the other waits as a standby. The active one is
+killed with SIGKILL (no chance to clean up); the standby takes over within seconds, and
+no notice is ever posted twice (the sandbox records every post). SIGTERM ends the last
+one cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import pytest
+from sqlalchemy import select
+
+from bot.sandbox import Sandbox
+from escrow.db import make_engine
+from escrow.ledger import Identity, Policy
+from escrow.money import Money
+from escrow.schema import outbox
+from escrow.service import Ledger
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+TIPJAR = Path(sys.executable).with_name("tipjar")
+
+
+def eventually(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    """Wait for `condition`; returns the seconds it took."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > seconds:
+            pytest.fail(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+class WorkerProcess:
+    def __init__(self, name: str, env: dict[str, str], cwd: Path) -> None:
+        self.log_path = cwd / f"{name}.log"
+        self._log: IO[bytes] = open(self.log_path, "wb")  # closed in stop()
+        self.proc = subprocess.Popen(
+            [str(TIPJAR), "worker"], env=env, cwd=cwd, stdout=self._log, stderr=self._log
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+
+def test_one_worker_is_active_and_a_standby_takes_over_when_it_is_killed(pg_url, tmp_path):
+    engine = make_engine(pg_url)
+    with Sandbox(bot_username="flattr") as sandbox:
+        world = sandbox.world
+        alice = world.add_user("alice")
+        world.add_user("bob")
+        world.add_user("carol")
+        Ledger(engine, Policy()).deposit(Identity.x(alice.id, "alice"), Money(1000), "ref-1")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("X_", "DATABASE_URL"))}
+        env |= sandbox.env() | {
+            "DATABASE_URL": pg_url,
+            "POLL_INTERVAL": "1s",
+            "LOG_LEVEL": "INFO",
+            "PUBLIC_BASE_URL": "https://tipjar.example",
+        }
+        workers: list[WorkerProcess] = []
+        try:
+            first = WorkerProcess("first", env, tmp_path)
+            workers.append(first)
+            eventually(lambda: "scheduler active" in first.log, 15, "the first worker")
+            second = WorkerProcess("second", env, tmp_path)
+            workers.append(second)
+            eventually(lambda: "standby" in second.log, 15, "the standby")
+
+            to_bob = world.mention(alice, "@flattr @bob €1")
+            eventually(lambda: len(world.posted) == 1, 10, "the notice to bob")
+            assert "scheduler active" not in second.log
+
+            first.stop(signal.SIGKILL)
+            took = eventually(lambda: "scheduler active" in second.log, 10, "the take-over")
+            assert took < 6
+
+            to_carol = world.mention(alice, "@flattr @carol €2")
+            eventually(lambda: len(world.posted) == 2, 10, "the notice to carol")
+            time.sleep(1.5)  # more poll and notice rounds: nothing may be posted again
+            assert second.stop(signal.SIGTERM) == 0
+            assert "worker stopped" in second.log
+        finally:
+            for w in workers:
+                if w.proc.poll() is None:
+                    w.stop(signal.SIGKILL)
+
+        posts = world.posted
+        assert len(posts) == 2
+        assert [p.in_reply_to for p in posts] == [to_bob.id, to_carol.id]
+        assert "€1.00" in posts[0].text and "€2.00" in posts[1].text
+    with engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.kind, outbox.c.state, outbox.c.sent_tweet_id)).all()
+    assert sorted(rows) == sorted(
+        [("creator_notice", "sent", posts[0].id), ("creator_notice", "sent", posts[1].id)]
+    )
+    engine.dispose()

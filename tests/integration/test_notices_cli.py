@@ -1,0 +1,120 @@
+"""The X commands of the `tipjar` CLI, in-process, against the loopback X sandbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bot.cli import main
+from bot.sandbox import Sandbox
+from escrow.db import make_engine
+from escrow.ledger import Identity, Policy
+from escrow.money import Money
+from escrow.service import Ledger
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(bot_username="flattr") as running:
+        yield running
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    return sandbox.env() | {
+        "DATABASE_URL": db_url,
+        "PUBLIC_BASE_URL": "https://tipjar.example",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture
+def ledger(db_url: str) -> Iterator[Ledger]:
+    engine = make_engine(db_url)
+    yield Ledger(engine, Policy())
+    engine.dispose()
+
+
+def tipjar(env: dict, *args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_poll_then_notices_send_post_the_notice_and_the_error_reply(sandbox, env, ledger):
+    world = sandbox.world
+    alice = world.add_user("alice")
+    world.add_user("bob")
+    ledger.deposit(Identity.x(alice.id, "alice"), Money(500), "ref-1")
+    tip = world.mention(alice, "@flattr @bob €1")
+    typo = world.mention(alice, "@flattr @nobody_here €1")
+
+    polled = tipjar(env, "poll", "--once", "--json")
+
+    assert polled.exit_code == 0, polled.stderr
+    report = json.loads(polled.stdout)
+    assert report["processed"] == 2 and report["tips_applied"] == 1
+    assert report["outcomes"] == {"held": 1, "unknown_recipient": 1}
+
+    sent = tipjar(env, "notices", "send", "--once", "--json")
+
+    assert sent.exit_code == 0, sent.stderr
+    assert json.loads(sent.stdout)["sent"]["sent"] == 2
+    assert sorted(p.in_reply_to for p in world.posted) == sorted([tip.id, typo.id])
+    listed = json.loads(tipjar(env, "notices", "list", "--state", "sent", "--json").stdout)
+    assert {(r["kind"], r["topic"]) for r in listed} == {
+        ("creator_notice", "first"),
+        ("supporter_reply", "unknown_recipient"),
+    }
+    assert all(r["sent_tweet_id"] for r in listed)
+    assert ledger.check_ledger() == []
+
+
+def test_the_outbox_listing_reads_for_people_too(sandbox, env, ledger):
+    world = sandbox.world
+    world.mention(world.add_user("dave"), "@flattr help")
+    tipjar(env, "poll", "--once")
+
+    listed = tipjar(env, "notices", "list")
+
+    assert listed.exit_code == 0
+    assert "supporter_reply" in listed.stdout and "pending" in listed.stdout
+
+
+def test_poll_exits_1_and_loses_nothing_when_x_answers_nonsense(sandbox, env, ledger):
+    world = sandbox.world
+    alice = world.add_user("alice")
+    world.add_user("bob")
+    ledger.deposit(Identity.x(alice.id, "alice"), Money(500), "ref-1")
+    world.mention(alice, "@flattr @bob €1")
+    world.fail_next("/2/users/", 200, malformed=True)  # (a 5xx is retried with real sleeps)
+
+    failed = tipjar(env, "poll", "--once")
+
+    assert failed.exit_code == 1 and "nothing lost" in failed.stderr
+    world.clear_faults()
+    assert json.loads(tipjar(env, "poll", "--once", "--json").stdout)["tips_applied"] == 1
+    assert ledger.check_ledger() == []
+
+
+def test_poll_without_x_credentials_says_which_keys_are_missing(env):
+    broken = {**env, "X_BEARER_TOKEN": ""}
+
+    result = tipjar(broken, "poll", "--once")
+
+    assert result.exit_code == 2 and "X_BEARER_TOKEN" in result.stderr
+
+
+def test_a_handle_unknown_here_is_looked_up_on_x_by_maintainer_commands(sandbox, env, ledger):
+    erin = sandbox.world.add_user("erin")
+
+    result = tipjar(env, "funds", "deposit", "@erin", "5.00", "--reference", "bank-1")
+
+    assert result.exit_code == 0, result.stderr
+    view = ledger.account(Identity.x(erin.id))
+    assert view is not None and view.available_minor == 500 and view.handle == "erin"
+    missing = tipjar(env, "funds", "deposit", "@nobody_at_all", "5.00", "--reference", "bank-2")
+    assert missing.exit_code == 2 and "not known" in missing.stderr
