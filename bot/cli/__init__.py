@@ -7,13 +7,53 @@ configuration ends the command with every problem listed and exit code 2.
 
 from __future__ import annotations
 
+from typing import IO, Any
+
 import click
+from click.exceptions import NoArgsIsHelpError
 
+from bot.cli import demo_cmds, ledger_cmds, settle_cmds, web_cmds, x_cmds
 from bot.cli.context import Context
-from bot.cli.ledger_cmds import register as register_ledger
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OneLineUsageError(click.UsageError):
+    """A usage error told on one line of stderr, like every other tipjar error."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"tipjar: {self.format_message()}{hint}", err=True)
+
+
+class _Main(click.Group):
+    """The `tipjar` group: usage errors of every command exit 2 with a one-line reason."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:
+            raise _OneLineUsageError(e.format_message(), e.ctx) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (NoArgsIsHelpError, _OneLineUsageError):
+            raise
+        except click.UsageError as e:
+            raise _OneLineUsageError(e.format_message(), e.ctx) from None
+
+
+@click.group(
+    cls=_Main,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="tipjar")
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -28,4 +68,5 @@ def main(ctx: click.Context) -> None:
     ctx.obj = Context()
 
 
-register_ledger(main)
+for area in (ledger_cmds, settle_cmds, x_cmds, web_cmds, demo_cmds):
+    area.register(main)

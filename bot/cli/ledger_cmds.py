@@ -17,28 +17,37 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 @click.command("check-config")
-def check_config() -> None:
+@json_option
+def check_config(as_json: bool) -> None:
     """Check every configuration key at once; exit 2 listing each problem.
+
+    Secrets are shown only as set or not set.
 
     \b
     Example:
       tipjar check-config
+      tipjar check-config --json
     """
     try:
         settings = load_settings()
     except ConfigError as e:
+        if as_json:
+            emit_json({"ok": False, "problems": e.problems, "settings": None})
         for problem in e.problems:
             click.echo(f"problem: {problem}", err=True)
         raise SystemExit(EXIT_USAGE) from None
     problems = settings.live_problems()
-    for key, value in settings.redacted().items():
-        click.echo(f"{key:24} {value}")
+    if as_json:
+        emit_json({"ok": not problems, "problems": problems, "settings": settings.redacted()})
+    else:
+        for key, value in settings.redacted().items():
+            click.echo(f"{key:24} {value}")
     if problems:
-        click.echo("", err=True)
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
         raise SystemExit(EXIT_USAGE)
-    click.echo("\nconfiguration OK")
+    if not as_json:
+        click.echo("\nconfiguration OK")
 
 
 @click.group("db")
@@ -282,7 +291,8 @@ def expire(ctx: Context, once: bool, batch: int, as_json: bool) -> None:
     if as_json:
         emit_json({"voided": run.voided, "returned_minor": run.returned_minor})
         return
-    click.echo(f"{run.voided} holds expired; {money(run.returned_minor, cur)} returned")
+    holds = "hold" if run.voided == 1 else "holds"
+    click.echo(f"{run.voided} {holds} expired; {money(run.returned_minor, cur)} returned")
 
 
 @click.command("audit")
