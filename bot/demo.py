@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
 import logging
 import secrets
 import shutil
@@ -38,7 +37,7 @@ from urllib.parse import urljoin, urlsplit
 import click
 import requests
 from sqlalchemy import Connection, Engine, select
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from bot import app as composition
 from bot.cli.context import Context
@@ -47,6 +46,7 @@ from bot.config import Settings, load_settings
 from bot.listener import poll_once
 from bot.notices import plan_notices, send_pending
 from bot.sandbox import Sandbox, Tweet, User
+from bot.sandbox.server import QuietHandler, is_loopback
 from bot.wiring import build_x_api
 from bot.x_api import TweepyXApi
 from escrow.db import make_engine, transaction
@@ -116,22 +116,6 @@ class DemoClock:
 
     def set(self, moment: datetime) -> datetime:
         return self.advance(moment - self())
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """Request lines go to the debug log: they would drown the story."""
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        log.debug("%s %s", type, message % args)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _local_session() -> requests.Session:
@@ -210,7 +194,7 @@ def stage(
         sandbox.start()
         # Bind first, so that PUBLIC_BASE_URL (the OAuth callback) names the real port.
         server = make_server(
-            host, web_port, _unavailable, threaded=True, request_handler=_QuietHandler
+            host, web_port, _unavailable, threaded=True, request_handler=QuietHandler
         )
         netloc = f"[{host}]" if ":" in host else host
         web_url = f"http://{netloc}:{server.server_port}"

@@ -72,6 +72,7 @@ from bot.replies import creator_notice
 from bot.x_api import DuplicateContent, PermanentError, RateLimited, TransientError, XApi
 from escrow.db import transaction
 from escrow.money import Money
+from escrow.reports import held_by_recipient
 from escrow.schema import accounts, creator_notices, outbox, state, tips
 
 log = logging.getLogger(__name__)
@@ -341,18 +342,7 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
         .values(cycle_open_since=None, updated_at=now)
     ).rowcount
 
-    per = (
-        select(
-            tips.c.recipient_account_id.label("account_id"),
-            func.sum(tips.c.amount_minor).label("held_minor"),
-            func.count().label("tips"),
-            func.count(tips.c.supporter_account_id.distinct()).label("supporters"),
-            func.min(tips.c.expires_at).label("oldest_expiry"),
-        )
-        .where(held)
-        .group_by(tips.c.recipient_account_id)
-        .subquery()
-    )
+    per = held_by_recipient()
     # Only creators for whom something may be due: a cycle that opens now, a first notice
     # still unwritten (deferred by the cap), or an oldest hold inside a reminder window.
     schedule = settings.notice_schedule
@@ -367,7 +357,7 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
         maybe_due.append(~exists().where(outbox.c.dedupe_key == first_key))
     if schedule.reminders_before_expiry:
         widest = max(schedule.reminders_before_expiry)
-        maybe_due.append(per.c.oldest_expiry <= now + widest)
+        maybe_due.append(per.c.next_expiry_at <= now + widest)
     candidates = list(
         conn.execute(
             select(per, accounts.c.handle)
@@ -378,7 +368,7 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
                 creator_notices.c.opted_out_at.is_(None),
                 or_(*maybe_due),
             )
-            .order_by(per.c.oldest_expiry, per.c.account_id)
+            .order_by(per.c.next_expiry_at, per.c.account_id)
         )
     )
     budget = max(0, settings.notices_per_day - notices_planned_today(conn, now))
@@ -400,7 +390,7 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
             _cycle_notices(conn, account_id, cycle),
             account_id,
             cycle,
-            c.oldest_expiry,
+            c.next_expiry_at,
             now,
         )
         if due is None:
@@ -420,7 +410,7 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
                 supporters=int(c.supporters),
                 tips=int(c.tips),
                 claim_url=claim_url(settings),
-                expires_on=c.oldest_expiry.date(),
+                expires_on=c.next_expiry_at.date(),
                 reminder=reminder,
             )
         except ValueError as exc:  # a handle or PUBLIC_BASE_URL the text cannot carry

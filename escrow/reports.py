@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, Row, Subquery, func, select
 
 from escrow.ledger import Identity, available, find_account
 from escrow.schema import accounts, tips
@@ -38,10 +38,9 @@ class EscrowBalances:
     recipients: list[HeldFor]
 
 
-def escrow_balances(conn: Connection, limit: int | None = None) -> EscrowBalances:
-    """Held money per recipient, largest first, with totals over every hold."""
-    held = tips.c.state == "held"
-    per = (
+def held_by_recipient() -> Subquery:
+    """Per recipient of open holds: held_minor, tips, supporters, oldest_at, next_expiry_at."""
+    return (
         select(
             tips.c.recipient_account_id.label("account_id"),
             func.sum(tips.c.amount_minor).label("held_minor"),
@@ -50,10 +49,16 @@ def escrow_balances(conn: Connection, limit: int | None = None) -> EscrowBalance
             func.min(tips.c.created_at).label("oldest_at"),
             func.min(tips.c.expires_at).label("next_expiry_at"),
         )
-        .where(held)
+        .where(tips.c.state == "held")
         .group_by(tips.c.recipient_account_id)
         .subquery()
     )
+
+
+def escrow_balances(conn: Connection, limit: int | None = None) -> EscrowBalances:
+    """Held money per recipient, largest first, with totals over every hold."""
+    held = tips.c.state == "held"
+    per = held_by_recipient()
     query = (
         select(accounts.c.platform, accounts.c.platform_user_id, accounts.c.handle, per)
         .join(per, per.c.account_id == accounts.c.id)

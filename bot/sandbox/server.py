@@ -1056,14 +1056,14 @@ def deny_url(asked: AuthorizeRequest) -> str:
 # -- the server ------------------------------------------------------------------------------
 
 
-class _QuietHandler(WSGIRequestHandler):
+class QuietHandler(WSGIRequestHandler):
     """Request lines go to the debug log, not stderr (they would drown the demo's output)."""
 
     def log(self, type: str, message: str, *args: Any) -> None:
         _log.debug("%s %s", type, message % args)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -1090,7 +1090,7 @@ class Sandbox:
         redirect_uris: Sequence[str] = (),
         confidential_client: bool = True,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"the sandbox only binds to loopback, not {host!r}")
         self.host = host
         self.port = port
@@ -1149,7 +1149,7 @@ class Sandbox:
         if self._server is not None:
             return self.base_url
         server = make_server(
-            self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler
+            self.host, self.port, self.app, threaded=True, request_handler=QuietHandler
         )
         thread = threading.Thread(
             target=server.serve_forever,
