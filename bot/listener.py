@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from bot import app
 from bot.commands import (
@@ -56,7 +56,16 @@ from bot.notices import get_state, get_time, lock_state, opt_out, put_state, que
 from bot.replies import ReplyContext, reply_for
 from bot.x_api import Mention, PermanentError, RateLimited, TransientError, XApi, XApiError, XUser
 from escrow.db import transaction
-from escrow.ledger import Clock, Identity, Policy, TipStatus, ensure_account, find_account, utcnow
+from escrow.ledger import (
+    Clock,
+    Identity,
+    Policy,
+    TipStatus,
+    bulk_insert,
+    ensure_account,
+    find_account,
+    utcnow,
+)
 from escrow.money import Money
 from escrow.schema import mentions, state
 from escrow.settlement import record_flattr
@@ -368,7 +377,7 @@ def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: d
         flattrs += final.flattrs
         outcomes.append(final.outcome)
     if records:
-        conn.execute(insert(mentions), records)
+        bulk_insert(conn, mentions, records)
     processed = len(records)
     newest = max((m.id for m in chunk), key=int)
     cursor = current

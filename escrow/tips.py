@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, tuple_, update
+from sqlalchemy import Connection, Row, select, update
 
 from escrow.ledger import (
     FEES,
@@ -24,18 +24,20 @@ from escrow.ledger import (
     Policy,
     TipStatus,
     Transfer,
+    allocate_ids,
     apply_transfers,
     available,
     bind_currency,
+    bulk_insert,
     ensure_accounts,
     find_account,
     find_accounts,
-    insert_returning_ids,
     lock_accounts,
+    one_of,
     system_account,
 )
 from escrow.money import Money
-from escrow.schema import tips
+from escrow.schema import tips, transfers
 
 
 @dataclass(frozen=True)
@@ -122,15 +124,17 @@ def tip_many(
     def key(r: TipRequest) -> tuple[str, int]:
         return r.source, ids[(r.recipient.platform, r.recipient.user_id)]
 
+    # Tips applied before, by (source, recipient). Asked by source alone, the leading column
+    # of the unique index: a row-value IN list would be planned as a scan on PostgreSQL.
     prior: dict[tuple[str, int], Row[Any]] = {}
-    keys = [key(r) for r in funded]
-    for i in range(0, len(keys), 500):
+    keys = {key(r) for r in funded}
+    sources = sorted({source for source, _ in keys})
+    for i in range(0, len(sources), 500):
         for row in conn.execute(
-            select(tips).where(
-                tuple_(tips.c.source_id, tips.c.recipient_account_id).in_(keys[i : i + 500])
-            )
+            select(tips).where(one_of(conn, tips.c.source_id, sources[i : i + 500]))
         ):
-            prior[(row.source_id, row.recipient_account_id)] = row
+            if (row.source_id, row.recipient_account_id) in keys:
+                prior[(row.source_id, row.recipient_account_id)] = row
 
     # Decided results, or (index of the new tip, supporter's available then, is a replay).
     results: list[TipResult | tuple[int, int, bool]] = []
@@ -193,57 +197,53 @@ def tip_many(
                 "kind": r.kind,
                 "amount_minor": minor,
                 "fee_minor": 0 if held else policy.fee(minor),
-                # A hold is written as posted and flipped to held once its transfer
-                # exists, so the CHECK that a held tip has a hold is never violated.
-                "state": "posted",
+                "state": "posted",  # or held, once its hold has an id (below)
                 "expires_at": now + policy.hold_period if held else None,
                 "created_at": now,
             }
         )
         results.append((pending[k], balance[payer_id], False))
 
-    tip_ids = insert_returning_ids(conn, tips, new_rows)
-    holds = [
-        Transfer(
+    # Ids first, so each tip is written once, already pointing at its hold, and every
+    # row goes in by bulk insert (COPY on PostgreSQL).
+    tip_ids = allocate_ids(conn, tips, len(new_rows))
+    fee_count = sum(1 for new in new_rows if new["expires_at"] is None and new["fee_minor"])
+    transfer_ids = iter(allocate_ids(conn, transfers, len(new_rows) + fee_count))
+    batch: list[Transfer] = []
+    for new, tid in zip(new_rows, tip_ids, strict=True):
+        payer, creator, minor = (
             new["supporter_account_id"],
             new["recipient_account_id"],
             new["amount_minor"],
-            "hold",
-            expires_at=new["expires_at"],
-            tip_id=tid,
         )
-        for new, tid in zip(new_rows, tip_ids, strict=True)
-        if new["expires_at"] is not None
-    ]
-    posted: list[Transfer] = []
-    for new, tid in zip(new_rows, tip_ids, strict=True):
-        if new["expires_at"] is None:
-            posted.append(
+        new["id"] = tid
+        if new["expires_at"] is not None:
+            hold_id = next(transfer_ids)
+            batch.append(
                 Transfer(
-                    new["supporter_account_id"],
-                    new["recipient_account_id"],
-                    new["amount_minor"],
-                    "tip",
+                    payer,
+                    creator,
+                    minor,
+                    "hold",
+                    expires_at=new["expires_at"],
                     tip_id=tid,
+                    id=hold_id,
                 )
             )
-            if new["fee_minor"]:
-                posted.append(
-                    Transfer(
-                        new["recipient_account_id"], fees_id, new["fee_minor"], "fee", tip_id=tid
-                    )
+            new["state"], new["hold_transfer_id"] = "held", hold_id
+            continue
+        new["hold_transfer_id"] = None
+        batch.append(Transfer(payer, creator, minor, "tip", tip_id=tid, id=next(transfer_ids)))
+        if new["fee_minor"]:
+            batch.append(
+                Transfer(
+                    creator, fees_id, new["fee_minor"], "fee", tip_id=tid, id=next(transfer_ids)
                 )
-    # Posted tips first: a creator paid earlier in the batch may spend it on a later hold,
-    # and the no-overdraft CHECK is evaluated statement by statement.
-    apply_transfers(conn, posted, now)
-    hold_ids = apply_transfers(conn, holds, now, return_ids=True)
-    if holds:
-        conn.execute(
-            update(tips)
-            .where(tips.c.id == bindparam("tid"))
-            .values(state="held", hold_transfer_id=bindparam("hid")),
-            [{"tid": h.tip_id, "hid": hid} for h, hid in zip(holds, hold_ids, strict=True)],
-        )
+            )
+    # One counter UPDATE per account carries the batch's net movement, so a creator paid
+    # earlier in the batch may spend it on a later hold without tripping the CHECK.
+    apply_transfers(conn, batch, now)
+    bulk_insert(conn, tips, new_rows)
 
     out: list[TipResult] = []
     for result in results:
