@@ -706,7 +706,6 @@ def _settle_batch(
             credits_posted=accounts.c.credits_posted + per_account.c.cp,
             debits_pending=accounts.c.debits_pending + per_account.c.dq,
             credits_pending=accounts.c.credits_pending + per_account.c.cq,
-            updated_at=at,
         )
     )
 
