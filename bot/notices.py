@@ -219,21 +219,24 @@ def queue_reply(
     """
     if not reply_allowed(conn, author_id, outcome, now):
         return False
+    return enqueue(
+        conn,
+        now,
+        dedupe_key=f"reply:{source}",
+        kind="supporter_reply",
+        recipient_account_id=author_account_id,
+        recipient_user_id=author_id,
+        topic=outcome,
+        in_reply_to_tweet_id=in_reply_to_tweet_id,
+        text=text,
+    )
+
+
+def enqueue(conn: Connection, now: datetime, **row: Any) -> bool:
+    """Add a post to the outbox, due now, once per `dedupe_key`; True if it is new."""
     result = conn.execute(
         _insert(conn, outbox)
-        .values(
-            dedupe_key=f"reply:{source}",
-            kind="supporter_reply",
-            recipient_account_id=author_account_id,
-            recipient_user_id=author_id,
-            topic=outcome,
-            in_reply_to_tweet_id=in_reply_to_tweet_id,
-            text=text,
-            state="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
+        .values(**row, state="pending", attempts=0, next_attempt_at=now, created_at=now)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
     return bool(result.rowcount)
@@ -417,22 +420,16 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
             log.warning("no notice for account %d: %s", account_id, exc)
             threadless += 1
             continue
-        written = conn.execute(
-            _insert(conn, outbox)
-            .values(
-                dedupe_key=key,
-                kind="creator_notice",
-                recipient_account_id=account_id,
-                topic=REMINDER if reminder else FIRST,
-                in_reply_to_tweet_id=thread,
-                text=text,
-                state="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        ).rowcount
+        written = enqueue(
+            conn,
+            now,
+            dedupe_key=key,
+            kind="creator_notice",
+            recipient_account_id=account_id,
+            topic=REMINDER if reminder else FIRST,
+            in_reply_to_tweet_id=thread,
+            text=text,
+        )
         if written:
             planned += 1
             budget -= 1
