@@ -138,6 +138,7 @@ def _settlement(url: str, supporters: int) -> dict[str, Any]:
         "seconds": r["settle_seconds"],
         "shares_per_s": r["shares_per_second"],
         "peak_rss_mb": r["peak_rss_mb"],
+        "workers": r["workers"],
     }
 
 

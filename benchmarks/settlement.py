@@ -40,6 +40,7 @@ from escrow.db import is_sqlite, make_engine, normalize_url
 from escrow.ledger import FEES, FUNDING, Policy, system_account
 from escrow.migrate import upgrade
 from escrow.schema import UTCDateTime
+from escrow.settlement import DEFAULT_WORKERS
 
 PERIOD = "2026-02"
 FLATTRED_AT = datetime(2026, 2, 14, 12, tzinfo=UTC)
@@ -201,7 +202,7 @@ def _rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _child(url: str, batch: int) -> dict[str, Any]:
+def _child(url: str, batch: int, workers: int | None) -> dict[str, Any]:
     from escrow.settlement import settle
 
     engine = make_engine(url)
@@ -209,7 +210,7 @@ def _child(url: str, batch: int) -> dict[str, Any]:
         conn.execute(text("SELECT 1"))
     baseline = _rss_mb()
     started = time.perf_counter()
-    summary = settle(engine, POLICY, PERIOD, SETTLED_AT, batch=batch)
+    summary = settle(engine, POLICY, PERIOD, SETTLED_AT, batch=batch, workers=workers)
     seconds = time.perf_counter() - started
     engine.dispose()
     return {
@@ -226,6 +227,7 @@ def run_settlement_benchmark(
     shares_per_supporter: int,
     *,
     batch: int = 1000,
+    workers: int | None = None,
     check: bool = False,
 ) -> dict[str, Any]:
     """Seed a scratch database from `url`'s server and settle one month on it; figures."""
@@ -236,7 +238,14 @@ def run_settlement_benchmark(
         setup = time.perf_counter() - started
         engine.dispose()
         child = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", scratch, str(batch)],
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                scratch,
+                str(batch),
+                str(workers or 0),
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -251,6 +260,11 @@ def run_settlement_benchmark(
             "shares_per_supporter": shares_per_supporter,
             "shares": shares,
             "batch": batch,
+            "workers": (
+                1
+                if make_url(scratch).get_backend_name() == "sqlite"
+                else workers or DEFAULT_WORKERS
+            ),
             "setup_seconds": round(setup, 3),
             "settle_seconds": measured["settle_seconds"],
             "shares_per_second": round(shares / measured["settle_seconds"]),
@@ -275,8 +289,8 @@ def _sizes(text_: str) -> list[tuple[int, int]]:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        print(json.dumps(_child(sys.argv[2], int(sys.argv[3]))))
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        print(json.dumps(_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) or None)))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -290,6 +304,11 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="only 1/100 and 1/10 of full size")
     parser.add_argument("--batch", type=int, default=1000, help="supporters per transaction")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help=f"batches at once on PostgreSQL (default {DEFAULT_WORKERS}, as `tipjar settle`)",
+    )
     parser.add_argument("--check", action="store_true", help="audit the ledger afterwards")
     parser.add_argument("--json", action="store_true", help="print the JSON document only")
     args = parser.parse_args()
@@ -305,7 +324,7 @@ def main() -> None:
     results = []
     for s, k in sizes:
         result = run_settlement_benchmark(
-            args.database_url, s, k, batch=args.batch, check=args.check
+            args.database_url, s, k, batch=args.batch, workers=args.workers, check=args.check
         )
         results.append(result)
         if not args.json:
@@ -313,6 +332,7 @@ def main() -> None:
                 f"{result['shares']:>9} shares ({s} x {k}) on {result['database']}:"
                 f" {result['settle_seconds']:8.2f} s, {result['shares_per_second']:>7} shares/s,"
                 f" peak RSS {result['peak_rss_mb']} MB (baseline {result['baseline_rss_mb']} MB)"
+                f", {result['workers']} workers"
                 f", setup {result['setup_seconds']} s",
                 file=sys.stderr,
             )

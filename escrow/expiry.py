@@ -49,7 +49,7 @@ def expire_batch(conn: Connection, policy: Policy, now: datetime, batch: int) ->
             select(accounts.c.id)
             .where(accounts.c.id.in_(wanted))
             .order_by(accounts.c.id)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, key_share=True)
         ).scalars()
     )
     ready = [r for r in due if r.supporter_account_id in got and r.recipient_account_id in got]

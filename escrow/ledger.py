@@ -289,7 +289,13 @@ def system_account(conn: Connection, name: str) -> int:
 
 
 def lock_accounts(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
-    """Lock `ids` in id order (FOR UPDATE on PostgreSQL) and return their current rows."""
+    """Lock `ids` in id order and return their current rows.
+
+    On PostgreSQL the lock is FOR NO KEY UPDATE, the lock an UPDATE of the counters takes
+    anyway: it excludes every other writer of these rows, but not the KEY SHARE locks that
+    foreign-key checks take, so inserting a row that merely refers to a locked account
+    (a settlement's tips and transfers) never waits for it and never deadlocks with it.
+    """
     wanted = sorted(set(ids))
     if not wanted:
         return {}
@@ -297,7 +303,7 @@ def lock_accounts(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
         select(accounts)
         .where(one_of(conn, accounts.c.id, wanted))
         .order_by(accounts.c.id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).all()
     return {int(r.id): r for r in rows}
 

@@ -10,7 +10,7 @@ from bot.cli.output import emit_json, fail, money, progress
 from escrow.db import transaction
 from escrow.ledger import LedgerError, utcnow
 from escrow.money import Money, MoneyError
-from escrow.settlement import set_budget, settle
+from escrow.settlement import DEFAULT_WORKERS, set_budget, settle
 
 pass_ctx = click.make_pass_decorator(Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -19,9 +19,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @click.command("settle")
 @click.option("--period", required=True, metavar="YYYY-MM", help="The month to settle.")
 @click.option("--batch", default=1000, show_default=True, help="Supporters per transaction.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help=f"Batches at once on PostgreSQL [default: {DEFAULT_WORKERS}; SQLite: 1].",
+)
 @json_option
 @pass_ctx
-def settle_cmd(ctx: Context, period: str, batch: int, as_json: bool) -> None:
+def settle_cmd(ctx: Context, period: str, batch: int, workers: int | None, as_json: bool) -> None:
     """Settle a month's flattrs: each supporter's budget is split over their shares.
 
     Only a month that has ended can be settled. Running it again changes nothing; a run
@@ -41,6 +46,7 @@ def settle_cmd(ctx: Context, period: str, batch: int, as_json: bool) -> None:
                 period,
                 utcnow(),
                 batch=max(1, batch),
+                workers=workers,
                 progress=bar.update,
                 default_budget_minor=settings.min_monthly_budget_minor,
             )

@@ -243,3 +243,203 @@ def test_late_flattrs_racing_a_settlement_are_settled_once_and_never_stranded(pg
     assert still_open == 0
     assert len(markers) == 12 and all(n == 1 for _, n in markers)
     assert_books_balance(pg_engine)
+
+
+# --- batches run side by side: what changes under a batch makes it run again -------------
+#
+# A batch reads and writes without locking accounts, then locks its supporters, creators
+# and `fees` and checks that what it read still holds. Each test below changes one thing
+# at the worst moment, from another connection that commits while the batch is in flight,
+# and checks that the month still comes out as if the change had come first.
+
+
+def meanwhile(action):  # type: ignore[no-untyped-def]
+    """Run `action` on another thread and connection, to its commit, and wait for it."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the concurrent change waited for the batch: a lock conflict"
+    assert errors == []
+
+
+def once_before(monkeypatch, name: str, action) -> list[int]:  # type: ignore[no-untyped-def]
+    """Patch settlement.`name` so that `action` runs concurrently before its first call."""
+    real = getattr(settlement, name)
+    calls: list[int] = []
+
+    def wrapper(*args, **kw):  # type: ignore[no-untyped-def]
+        if not calls:
+            meanwhile(action)
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(settlement, name, wrapper)
+    return calls
+
+
+def flattr_tips_to(engine: Engine, creator: Identity) -> list[tuple[str, int, int]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                select(tips.c.state, tips.c.amount_minor, tips.c.fee_minor)
+                .join(accounts, accounts.c.id == tips.c.recipient_account_id)
+                .where(accounts.c.platform_user_id == creator.user_id, tips.c.kind == "flattr")
+                .order_by(tips.c.id)
+            )
+        ]
+
+
+@pytest.mark.postgres
+def test_a_creator_who_claims_during_a_batch_gets_posted_parts_not_holds(
+    pg_engine, clock, monkeypatch
+):
+    made = world(pg_engine, clock, supporters=6)  # creators 1 and 2 unclaimed at the start
+    ledger = Ledger(pg_engine, POLICY, clock)
+    once_before(monkeypatch, "_lock_parts", lambda: ledger.claim(CREATORS[1]))
+
+    settle(pg_engine, POLICY, "2026-02", MARCH_10, workers=1)
+
+    parts = flattr_tips_to(pg_engine, CREATORS[1])
+    assert parts, "creator 1 was flattred"
+    assert all(state == "posted" and fee == amount // 10 for state, amount, fee in parts)
+    assert_each_settled_exactly_once(pg_engine, made)
+
+
+@pytest.mark.postgres
+def test_a_supporter_who_spends_during_a_batch_gives_only_what_is_left(
+    pg_engine, clock, monkeypatch
+):
+    made = world(pg_engine, clock, supporters=3)
+    poorest, pool = made[0]  # 1.50 deposited, budget 2.00: the pool is all of it
+    assert pool == 150
+    ledger = Ledger(pg_engine, POLICY, clock)
+    once_before(
+        monkeypatch, "_lock_parts", lambda: ledger.tip(poorest, CREATORS[0], Money(50), "spent")
+    )
+
+    settle(pg_engine, POLICY, "2026-02", MARCH_10, workers=1)
+
+    with pg_engine.connect() as conn:
+        row = conn.execute(
+            select(accounts).where(accounts.c.platform_user_id == poorest.user_id)
+        ).one()
+        marker = conn.execute(
+            select(settlements).where(settlements.c.supporter_account_id == row.id)
+        ).one()
+        flattred = conn.execute(
+            select(func.sum(tips.c.amount_minor)).where(
+                tips.c.supporter_account_id == row.id, tips.c.kind == "flattr"
+            )
+        ).scalar_one()
+    assert (marker.available_minor, marker.pool_minor, flattred) == (100, 100, 100)
+    assert row.credits_posted - row.debits_posted - row.debits_pending == 0
+    assert_books_balance(pg_engine)
+
+
+@pytest.mark.postgres
+def test_a_share_recorded_between_a_batchs_marker_and_its_split_is_split_too(
+    pg_engine, clock, monkeypatch
+):
+    made = world(pg_engine, clock, supporters=2)
+    who, pool = made[1]  # one share so far (creator 0)
+    late = Identity.x("777", "latecomer")
+
+    def record_late() -> None:
+        with pg_engine.begin() as conn:
+            result = record_flattr(conn, POLICY, who, late, FEBRUARY, "late", MARCH_10)
+        assert result.period == "2026-02"  # the batch's marker was not committed yet
+
+    # `_drop_parts` first runs as the split begins, right after the markers.
+    once_before(monkeypatch, "_drop_parts", record_late)
+
+    settle(pg_engine, POLICY, "2026-02", MARCH_10, workers=1)
+
+    with pg_engine.connect() as conn:
+        row = conn.execute(select(accounts).where(accounts.c.platform_user_id == who.user_id)).one()
+        parts = sorted(
+            conn.execute(
+                select(shares.c.state, shares.c.part_minor).where(
+                    shares.c.supporter_account_id == row.id
+                )
+            ).all()
+        )
+        marker = conn.execute(
+            select(settlements).where(settlements.c.supporter_account_id == row.id)
+        ).one()
+    assert marker.shares == 3  # creators 0 and 1, and the late one
+    assert [state for state, _ in parts] == ["settled"] * 3
+    assert sum(part for _, part in parts) == pool
+    assert_each_settled_exactly_once(pg_engine, made)
+
+
+@pytest.mark.postgres
+def test_a_batch_that_keeps_racing_takes_its_locks_first(pg_engine, clock, monkeypatch):
+    made = world(pg_engine, clock, supporters=5)
+    real_stale, real_lock = settlement._went_stale, settlement._lock_batch
+    verdicts: list[bool] = []
+    locked_first: list[int] = []
+
+    def stale_three_times(*args, **kw):  # type: ignore[no-untyped-def]
+        verdicts.append(len(verdicts) < 3 or real_stale(*args, **kw))
+        return verdicts[-1]
+
+    def spy_lock(*args, **kw):  # type: ignore[no-untyped-def]
+        locked_first.append(1)
+        return real_lock(*args, **kw)
+
+    monkeypatch.setattr(settlement, "_went_stale", stale_three_times)
+    monkeypatch.setattr(settlement, "_lock_batch", spy_lock)
+
+    settle(pg_engine, POLICY, "2026-02", MARCH_10, workers=1)
+
+    assert verdicts == [True, True, True, False]  # three rollbacks, then through
+    assert locked_first == [1]
+    assert_each_settled_exactly_once(pg_engine, made)
+
+
+@pytest.mark.postgres
+def test_batches_side_by_side_settle_as_one_worker_does(pg_engine, clock):
+    made = world(pg_engine, clock, supporters=12)
+    with pg_engine.begin() as conn:  # the same flattrs again, a month earlier
+        for i, (who, _) in enumerate(made):
+            for creator in CREATORS[: 1 + i % 3]:
+                record_flattr(
+                    conn,
+                    POLICY,
+                    who,
+                    creator,
+                    FEBRUARY - timedelta(days=31),
+                    f"jan-{i}-{creator.user_id}",
+                    MARCH_10,
+                )
+    for who, _ in made:  # enough for a full budget in both months
+        Ledger(pg_engine, POLICY, clock).deposit(who, Money(1000), f"again-{who.user_id}")
+
+    one = settle(pg_engine, POLICY, "2026-01", MARCH_10, batch=1, workers=1)
+    three = settle(pg_engine, POLICY, "2026-02", MARCH_10, batch=1, workers=3)
+
+    def parts(period: str) -> list[tuple[str, int, int | None]]:
+        with pg_engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    select(accounts.c.platform_user_id, shares.c.recipient_account_id)
+                    .add_columns(shares.c.part_minor)
+                    .join(accounts, accounts.c.id == shares.c.supporter_account_id)
+                    .where(shares.c.period == period)
+                    .order_by(accounts.c.platform_user_id, shares.c.recipient_account_id)
+                )
+            ]
+
+    assert parts("2026-01") == parts("2026-02")
+    assert one.as_json() | {"period": "2026-02"} == three.as_json()
+    assert_books_balance(pg_engine)
