@@ -33,7 +33,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.sql.expression import true
+from sqlalchemy.sql.expression import text, true
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -193,7 +193,14 @@ tips = Table(
 )
 Index("ix_tips_recipient_state", tips.c.recipient_account_id, tips.c.state)
 Index("ix_tips_supporter_state", tips.c.supporter_account_id, tips.c.state)
-Index("ix_tips_state_expires_at", tips.c.state, tips.c.expires_at)
+# Only held tips are looked up by expiry (migration 0005: posted ones skip this index).
+Index(
+    "ix_tips_held_expires_at",
+    tips.c.expires_at,
+    tips.c.id,
+    postgresql_where=text("state = 'held'"),
+    sqlite_where=text("state = 'held'"),
+)
 
 deposits = Table(
     "deposits",
@@ -322,12 +329,14 @@ shares = Table(
     CheckConstraint("part_minor IS NULL OR part_minor >= 0", name="part_non_negative"),
     CheckConstraint("state <> 'unfunded' OR part_minor = 0", name="unfunded_is_zero"),
 )
-# A month's open shares, by supporter: the settlement's keyset walks this index.
+# A month's open shares, by supporter: the settlement's keyset walks this index. Only
+# open shares are in it, so settling a share writes one index fewer (migration 0005).
 Index(
-    "ix_shares_period_state_supporter",
+    "ix_shares_open_period_supporter",
     shares.c.period,
-    shares.c.state,
     shares.c.supporter_account_id,
+    postgresql_where=text("state = 'open'"),
+    sqlite_where=text("state = 'open'"),
 )
 
 # The per-supporter settlement marker: written in the same transaction as that supporter's
