@@ -109,7 +109,9 @@ def test_settle_prints_the_months_summary_and_a_rerun_changes_nothing(tipjar, le
 
     ledger.run(flattrs)
 
-    first = tipjar("settle", "--period", "2026-03", "--json")
+    nobody = tipjar("settle", "--period", "2026-03", "--workers", "0")
+    assert nobody.returncode == 2 and "--workers" in one_line_reason(nobody)
+    first = tipjar("settle", "--period", "2026-03", "--workers", "2", "--json")
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert set(summary) == SUMMARY_KEYS
