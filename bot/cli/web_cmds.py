@@ -34,6 +34,7 @@ def web(ctx: Context, host: str, port: int) -> None:
     from werkzeug.serving import run_simple
 
     from bot.web import create_app
+    from bot.web.serving import PathOnlyRequestHandler
 
     try:
         app = create_app(ctx.settings, engine=ctx.engine)
@@ -45,7 +46,15 @@ def web(ctx: Context, host: str, port: int) -> None:
         f"tipjar web: http://{host}:{port}/claim (sign-in returns to "
         f"{ctx.settings.callback_url}); Ctrl-C stops"
     )
-    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    run_simple(
+        host,
+        port,
+        app,
+        threaded=True,
+        use_reloader=False,
+        use_debugger=False,
+        request_handler=PathOnlyRequestHandler,
+    )
 
 
 def register(main: click.Group) -> None:

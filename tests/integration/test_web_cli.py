@@ -1,4 +1,8 @@
-"""`tipjar web --host H --port P` serves the claim pages from a real process."""
+"""The claim pages from a real process: `tipjar web`, and gunicorn as the Procfile runs it.
+
+Both servers' access logs must name the path of a request and never its query string,
+which on the OAuth callback carries X's one-time code and the state.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bot.web.serving import path_only
 from escrow.db import make_engine
 from escrow.migrate import upgrade
 
@@ -92,3 +97,77 @@ def test_tipjar_web_refuses_a_public_site_without_a_secret_key(tmp_path):
 
     assert done.returncode == 2
     assert "SECRET_KEY is missing" in done.stderr
+
+
+CODE, STATE = "c0deFromX9q8w7e6r5t4", "st4teF0rThisSignIn"
+CALLBACK = f"/oauth/callback?code={CODE}&state={STATE}"
+
+
+def serve_and_call_back(command: list[str], tmp_path: Path, port: int, **extra: str) -> str:
+    """Start `command`, request the callback with a code and /healthz; all it logged."""
+    db = tmp_path / "tipjar.db"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    engine.dispose()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": f"sqlite:///{db}",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        **extra,
+    }
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+        answer = requests.get(f"http://127.0.0.1:{port}{CALLBACK}", timeout=5)
+        assert answer.status_code == 400  # a state nobody started: refused
+        time.sleep(0.3)  # let the access log line out
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    return out + err
+
+
+def assert_logged_without_query(logged: str) -> None:
+    assert "GET /oauth/callback HTTP/1.1" in logged and " 400 " in logged, logged
+    assert CODE not in logged and STATE not in logged, logged
+
+
+@pytest.mark.slow
+def test_tipjar_web_logs_the_callback_without_its_code(tmp_path):
+    port = free_port()
+    logged = serve_and_call_back(
+        [str(TIPJAR), "web", "--host", "127.0.0.1", "--port", str(port)], tmp_path, port
+    )
+    assert_logged_without_query(logged)
+
+
+@pytest.mark.slow
+def test_gunicorn_as_the_procfile_runs_it_logs_the_callback_without_its_code(tmp_path):
+    procfile = (Path(__file__).parents[2] / "Procfile").read_text().splitlines()
+    (web,) = [line.removeprefix("web:").strip() for line in procfile if line.startswith("web:")]
+    port = free_port()
+    logged = serve_and_call_back(
+        ["bash", "-c", f"exec {web}"],
+        tmp_path,
+        port,
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        SECRET_KEY="a-test-key-of-enough-length-for-the-app-0123456789",
+        PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+    )
+    assert_logged_without_query(logged)
+
+
+@pytest.mark.parametrize(
+    "target, path",
+    [
+        ("/oauth/callback?code=abc&state=def", "/oauth/callback"),
+        ("/claim", "/claim"),
+        ("/me?x=1#frag", "/me"),
+        ("?only=query", "/"),
+    ],
+)
+def test_a_logged_path_keeps_nothing_after_the_path(target, path):
+    assert path_only(target) == path
