@@ -72,6 +72,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def partial(condition: str) -> dict[str, Any]:
+    """The keywords that make an Index partial (only rows matching `condition`), on both
+    databases."""
+    return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
+
+
 def Money_(name: str, **kw: Any) -> Column[int]:
     """A column of integer minor units."""
     return Column(name, BigInteger, **kw)
@@ -198,8 +204,7 @@ Index(
     "ix_tips_held_expires_at",
     tips.c.expires_at,
     tips.c.id,
-    postgresql_where=text("state = 'held'"),
-    sqlite_where=text("state = 'held'"),
+    **partial("state = 'held'"),
 )
 
 deposits = Table(
@@ -335,8 +340,7 @@ Index(
     "ix_shares_open_period_supporter",
     shares.c.period,
     shares.c.supporter_account_id,
-    postgresql_where=text("state = 'open'"),
-    sqlite_where=text("state = 'open'"),
+    **partial("state = 'open'"),
 )
 
 # The per-supporter settlement marker: written in the same transaction as that supporter's

@@ -462,14 +462,14 @@ def _went_stale(conn: Connection, period: str, supporters: Sequence[int]) -> boo
         .join(creator, creator.c.id == p.recipient_id)
         .where(creator.c.status != p.status)
     )
+    of_batch = and_(
+        settlements.c.period == period,
+        one_of(conn, settlements.c.supporter_account_id, supporters),
+    )
     short = (
         select(settlements.c.supporter_account_id)
         .join(supporter, supporter.c.id == settlements.c.supporter_account_id)
-        .where(
-            settlements.c.period == period,
-            one_of(conn, settlements.c.supporter_account_id, supporters),
-            available < settlements.c.pool_minor,
-        )
+        .where(of_batch, available < settlements.c.pool_minor)
     )
     counted = (
         select(p.supporter_id.label("sid"), func.count().label("n"))
@@ -481,11 +481,7 @@ def _went_stale(conn: Connection, period: str, supporters: Sequence[int]) -> boo
     split_differently = (
         select(settlements.c.supporter_account_id)
         .outerjoin(counted, counted.c.sid == settlements.c.supporter_account_id)
-        .where(
-            settlements.c.period == period,
-            one_of(conn, settlements.c.supporter_account_id, supporters),
-            settlements.c.shares != func.coalesce(counted.c.n, 0),
-        )
+        .where(of_batch, settlements.c.shares != func.coalesce(counted.c.n, 0))
     )
     recorded_since = select(shares.c.id).where(
         shares.c.period == period,

@@ -29,6 +29,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def local_site(tmp_path: Path, public_base_url: str, **extra: str) -> dict[str, str]:
+    """A migrated SQLite database in `tmp_path`, and the environment that points at it."""
+    db = tmp_path / "tipjar.db"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    engine.dispose()
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": f"sqlite:///{db}",
+        "PUBLIC_BASE_URL": public_base_url,
+        **extra,
+    }
+
+
 def wait_for(url: str, proc: subprocess.Popen[str], seconds: float = 20) -> requests.Response:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -43,16 +57,8 @@ def wait_for(url: str, proc: subprocess.Popen[str], seconds: float = 20) -> requ
 
 @pytest.mark.slow
 def test_tipjar_web_serves_the_claim_page_and_health(tmp_path):
-    db = tmp_path / "tipjar.db"
-    engine = make_engine(f"sqlite:///{db}")
-    upgrade(engine)
-    engine.dispose()
     port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": f"sqlite:///{db}",
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-    }
+    env = local_site(tmp_path, f"http://127.0.0.1:{port}")
     proc = subprocess.Popen(
         [str(TIPJAR), "web", "--host", "127.0.0.1", "--port", str(port)],
         cwd=tmp_path,
@@ -76,15 +82,7 @@ def test_tipjar_web_serves_the_claim_page_and_health(tmp_path):
 
 @pytest.mark.slow
 def test_tipjar_web_refuses_a_public_site_without_a_secret_key(tmp_path):
-    db = tmp_path / "tipjar.db"
-    engine = make_engine(f"sqlite:///{db}")
-    upgrade(engine)
-    engine.dispose()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": f"sqlite:///{db}",
-        "PUBLIC_BASE_URL": "https://tipjar.example",
-    }
+    env = local_site(tmp_path, "https://tipjar.example")
 
     done = subprocess.run(
         [str(TIPJAR), "web", "--port", "0"],
@@ -105,16 +103,7 @@ CALLBACK = f"/oauth/callback?code={CODE}&state={STATE}"
 
 def serve_and_call_back(command: list[str], tmp_path: Path, port: int, **extra: str) -> str:
     """Start `command`, request the callback with a code and /healthz; all it logged."""
-    db = tmp_path / "tipjar.db"
-    engine = make_engine(f"sqlite:///{db}")
-    upgrade(engine)
-    engine.dispose()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": f"sqlite:///{db}",
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        **extra,
-    }
+    env = local_site(tmp_path, f"http://127.0.0.1:{port}", **extra)
     proc = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
