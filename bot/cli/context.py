@@ -6,6 +6,7 @@ Built lazily, so `tipjar --help` needs no configuration and no database.
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 import click
 from sqlalchemy import Engine
@@ -37,6 +38,8 @@ class Context:
     def engine(self) -> Engine:
         """The database, checked to be reachable and at the newest schema."""
         eng = self.raw_engine
+        if _sqlite_file_missing(eng):  # connecting would create an empty file: say so instead
+            fail(f"no database at {eng.url.database}: run `tipjar db upgrade` first")
         try:
             current = is_current(eng)
         except OperationalError as e:
@@ -82,3 +85,8 @@ class Context:
             fail(f"@{handle} is not known here and X could not be asked: {e}")
         user = users.get(handle.casefold())
         return Identity.x(user.id, user.username) if user is not None else None
+
+
+def _sqlite_file_missing(engine: Engine) -> bool:
+    url = engine.url
+    return url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()

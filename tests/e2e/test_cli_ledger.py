@@ -210,6 +210,7 @@ def test_a_database_that_was_never_upgraded_is_named_with_the_command_that_fixes
     assert done.returncode == 2
     assert "tipjar db upgrade" in done.stderr
     assert done.stdout == ""
+    assert not tipjar.db.exists()  # asking created no empty database file
 
 
 def test_a_malformed_amount_is_refused_in_one_line_and_changes_nothing(upgraded):
