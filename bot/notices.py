@@ -11,9 +11,10 @@ later. Three writers use the outbox:
   (`unknown_supporter`) at most once per `UNKNOWN_SUPPORTER_WINDOW` (30 days), every other
   reply at most `REPLIES_PER_DAY` (5) in any rolling 24 hours. A reply over its limit is
   not written: the mention is still recorded with its outcome, and `PollResult` counts it.
-- **Creator notices** (`plan_notices`): one reply in the thread of a tip tweet (never a
-  fresh unsolicited mention), aggregating everything waiting for the creator. They follow
-  `NOTICE_SCHEDULE` within a *cycle*: a cycle opens when a creator who has no open cycle
+- **Creator notices** (`plan_notices`): one reply in the thread of a tip tweet, or of the
+  flattr tweet behind a settlement's hold (never a fresh unsolicited mention),
+  aggregating everything waiting for the creator. They follow `NOTICE_SCHEDULE` within a
+  *cycle*: a cycle opens when a creator who has no open cycle
   has a hold, and closes when no hold is left (claimed, expired, retracted, refused). Per
   cycle: one notice at the first hold (`notice:first:<account>:<cycle>`), one reminder per
   configured offset once the oldest hold is that close to expiring
@@ -73,7 +74,8 @@ from bot.x_api import DuplicateContent, PermanentError, RateLimited, TransientEr
 from escrow.db import transaction
 from escrow.money import Money
 from escrow.reports import held_by_recipient
-from escrow.schema import accounts, creator_notices, outbox, state, tips
+from escrow.schema import accounts, creator_notices, outbox, shares, state, tips
+from escrow.settlement import SHARE_SOURCE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -283,15 +285,38 @@ def claim_url(settings: Settings) -> str:
     return settings.public_base_url.rstrip("/") + "/claim"
 
 
+THREAD_CANDIDATES = 50  # the oldest waiting tips looked at for a thread to reply in
+
+
+def _is_tweet_id(source: str | None) -> bool:
+    return source is not None and source.isdigit() and len(source) <= 19
+
+
 def _thread_of(conn: Connection, account_id: int) -> str | None:
-    """The tip tweet to reply under: the oldest waiting tip that came from a tweet."""
+    """The tweet to reply under: that of the oldest waiting tip that came from one.
+
+    A tip asked for by a tweet has the tweet's id as its source. A hold made by the
+    monthly settlement has its share as its source (`share:<id>`), and the share
+    remembers the flattr tweet, so the notice goes under that tweet. A source that is
+    neither (a deposit-era import, a share without its tweet) has no thread.
+    """
     sources = conn.execute(
         select(tips.c.source_id)
         .where(tips.c.recipient_account_id == account_id, tips.c.state == "held")
         .order_by(tips.c.created_at, tips.c.id)
+        .limit(THREAD_CANDIDATES)
     ).scalars()
-    # Settlement shares and other non-tweet sources have no thread to reply in.
-    return next((s for s in sources if s.isdigit() and len(s) <= 19), None)
+    for source in list(sources):
+        if _is_tweet_id(source):
+            return str(source)
+        share_id = source.removeprefix(SHARE_SOURCE_PREFIX)
+        if share_id != source and share_id.isdigit():
+            tweet = conn.execute(
+                select(shares.c.source_id).where(shares.c.id == int(share_id))
+            ).scalar_one_or_none()
+            if _is_tweet_id(tweet):
+                return str(tweet)
+    return None
 
 
 def _cycle_notices(conn: Connection, account_id: int, cycle: int) -> list[Any]:

@@ -34,6 +34,7 @@ from escrow.ledger import Identity, Policy
 from escrow.money import Money
 from escrow.schema import accounts, deposits, outbox, tips
 from escrow.service import Ledger
+from escrow.settlement import period_bounds, period_of, settle
 from tests.support import x_payloads as xp
 from tests.support.fake_x import FakeXApi
 
@@ -191,6 +192,26 @@ def test_every_notice_is_a_reply_under_a_tip_tweet(engine, x, ledger, clock):
     assert len(x.posted) == 3
     assert {thread for _text, thread in x.posted} == tip_tweets
     assert all(r.in_reply_to_tweet_id in tip_tweets for r in notices(engine))
+
+
+def test_a_hold_from_the_monthly_settlement_is_noticed_under_the_flattr_tweet(
+    engine, x, ledger, clock
+):
+    fund(ledger, x, "alice")
+    flattr_tweet = tip(engine, x, clock, "alice", "@flattr @bob")  # no amount: a flattr
+    assert plan(engine, clock).planned == 0  # a flattr moves nothing before its month ends
+    _, month_end = period_bounds(period_of(clock.now))
+    clock.now = month_end + timedelta(minutes=15)
+    settle(engine, Policy(), period_of(month_end - timedelta(days=1)), clock.now)
+
+    result = plan(engine, clock)
+    send(engine, x, clock)
+
+    (notice,) = notices(engine)
+    assert result.planned == 1 and notice.in_reply_to_tweet_id == flattr_tweet
+    assert x.posted == [(notice.text, flattr_tweet)]
+    assert "@bob" in notice.text and "€2.00" in notice.text  # the minimum budget, held
+    assert_nothing_lost(ledger)
 
 
 def test_holds_without_a_tip_tweet_get_no_unsolicited_post(engine, x, ledger, clock):
