@@ -443,3 +443,69 @@ def test_batches_side_by_side_settle_as_one_worker_does(pg_engine, clock):
     assert parts("2026-01") == parts("2026-02")
     assert one.as_json() | {"period": "2026-02"} == three.as_json()
     assert_books_balance(pg_engine)
+
+
+@pytest.mark.postgres
+def test_claims_and_refusals_racing_parallel_batches_leave_no_hold_behind(pg_engine, clock):
+    """Three workers settle while creators claim and refuse: no creator who has signed
+    in, and none who refuses, is left with a held part, and every supporter is settled
+    exactly once."""
+    creators = [Identity.x(str(950 + i), f"racer{i}") for i in range(6)]
+    ledger = Ledger(pg_engine, POLICY, clock)
+    made: list[Identity] = []
+    for i in range(30):  # no budget set: the minimum (2.00), which everyone can afford
+        who = Identity.x(str(400 + i), f"busy{i}")
+        ledger.deposit(who, Money(300 + i), f"busy-{i}")
+        with pg_engine.begin() as conn:
+            for creator in creators[i % 3 : i % 3 + 3]:
+                record_flattr(
+                    conn, POLICY, who, creator, FEBRUARY, f"b-{i}-{creator.user_id}", MARCH_10
+                )
+        made.append(who)
+    errors: list[BaseException] = []
+
+    def sign_in_and_refuse() -> None:
+        try:
+            for creator in creators[:4]:
+                ledger.claim(creator)
+            ledger.refuse(creators[4])
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    racer = threading.Thread(target=sign_in_and_refuse)
+    racer.start()
+    try:
+        settle(pg_engine, POLICY, "2026-02", MARCH_10, batch=2, workers=3)
+    finally:
+        racer.join()
+
+    assert errors == []
+    with pg_engine.connect() as conn:
+        stranded = conn.execute(
+            select(accounts.c.handle, func.count())
+            .join(tips, tips.c.recipient_account_id == accounts.c.id)
+            .where(tips.c.state == "held", accounts.c.status.in_(("claimed", "refusing")))
+            .group_by(accounts.c.handle)
+        ).all()
+        per_supporter = conn.execute(
+            select(
+                settlements.c.supporter_account_id,
+                func.count(func.distinct(settlements.c.period)),
+                func.max(settlements.c.pool_minor),
+            ).group_by(settlements.c.supporter_account_id)
+        ).all()
+        parts = dict(
+            conn.execute(
+                select(shares.c.supporter_account_id, func.sum(shares.c.part_minor)).group_by(
+                    shares.c.supporter_account_id
+                )
+            ).all()
+        )
+        still_open = conn.execute(
+            select(func.count()).select_from(shares).where(shares.c.state == "open")
+        ).scalar_one()
+    assert stranded == []
+    assert len(per_supporter) == len(made) and still_open == 0
+    for supporter_id, markers, pool in per_supporter:
+        assert markers == 1 and pool == 200 and parts[supporter_id] == pool
+    assert_books_balance(pg_engine)
