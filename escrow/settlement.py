@@ -29,7 +29,9 @@ its supporters, creators and `fees` in id order, as every writer of accounts doe
 the counters. Under that lock the batch checks that what it read still holds (creators'
 statuses, supporters' money, no share recorded meanwhile) and otherwise rolls back and
 runs again; after `OPTIMISTIC_ATTEMPTS` it takes its locks first. Batches thus queue only
-for their last few statements, and never deadlock.
+for their last few statements, and, each taking its account locks in one ordered
+statement, cannot deadlock one another (a deadlock the server still detects elsewhere,
+say with a batch that locked first, is retried like any transient failure).
 
 Decisions where the brief left room:
 - A supporter who never set a budget is settled with the deployment's minimum budget.
@@ -430,7 +432,7 @@ def _lock_batch(conn: Connection, period: str, ids: Sequence[int], fees_id: int)
 def _lock_parts(conn: Connection, supporters: Sequence[int], fees_id: int) -> None:
     """Lock the batch's supporters, the creators of its parts and `fees`: one statement,
     in id order, FOR NO KEY UPDATE like `lock_accounts`, so batches and tips queue here
-    and never deadlock."""
+    rather than deadlock."""
     creators = select(settle_parts.c.recipient_id).scalar_subquery()
     conn.execute(
         select(accounts.c.id)
