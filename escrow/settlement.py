@@ -697,9 +697,6 @@ def _settle_batch(
     conn.execute(settle_parts.insert().from_select(columns, select(*rows)))
     if conn.dialect.name != "postgresql":
         _assign_ids(conn)
-    # Temporary tables get no statistics of their own: without them the planner guesses
-    # and joins `shares` by a full scan, which grows with the month.
-    conn.execute(text("ANALYZE settle_parts"))
 
     # 3. The transfers: a tip (and its fee) for each posted part, a hold for each held one.
     p = settle_parts.c
