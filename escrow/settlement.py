@@ -109,8 +109,9 @@ from escrow.schema import (
 
 MIN_MONTHLY_BUDGET_MINOR = 200  # the default of settings.min_monthly_budget (2.00)
 # Batches settled at once on PostgreSQL, each on a connection of its own. The work of a
-# batch is the database's; three keep two cores busy while one batch waits for its locks.
-DEFAULT_WORKERS = 3
+# batch is the database server's, one core each; two was the fastest on a 2-core server
+# (docs/PERFORMANCE.md), and a bigger server can be given more with `--workers`.
+DEFAULT_WORKERS = 2
 OPTIMISTIC_ATTEMPTS = 3  # then the batch takes its locks before it reads
 SHARE_SOURCE_PREFIX = "share:"  # tips.source_id of a settled share: 'share:<share id>'
 
