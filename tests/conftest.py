@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import responses
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -149,3 +150,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("CI") == "true" and not PG_URL and exitstatus == 0:
         session.exitstatus = 1
         print("\nCI=true but TEST_DATABASE_URL is not set: PostgreSQL tests would be skipped.")
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """X (or any HTTP peer) faked at the HTTP boundary; unused registrations are fine."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock

@@ -6,7 +6,6 @@ asked for: nothing lost, nothing doubled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,12 +33,6 @@ SETTINGS = Settings(
     public_base_url="https://tipjar.example",
 )
 MENTIONS = xp.mentions_url(BOT_ID)
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 @pytest.fixture

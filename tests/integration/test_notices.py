@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import responses
 from sqlalchemy import Engine, func, select, update
 
 from bot.config import NoticeSchedule, Settings
@@ -342,12 +340,6 @@ def test_a_refused_post_is_marked_failed_with_the_reason(engine, x, ledger, cloc
     (row,) = rows(engine)
     assert row.state == "failed" and row.error == "the tweet was deleted"
     assert send(engine, x, clock).sent == 0
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 def real_x(clock: Any) -> TweepyXApi:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import responses
 from sqlalchemy import update
 
 from escrow.audit import check_ledger
@@ -14,17 +13,6 @@ from tests.integration.test_web_support import Site, money_state, person_totals,
 ALICE = Identity.x("101", "alice")
 BOB = Identity.x("102", "bob")
 CAROL = Identity.x("2001", "carol")
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def site(engine, clock, rsps):
-    return Site(engine, clock, rsps)
 
 
 def page_text(site: Site, path: str = "/me") -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-import responses
 from sqlalchemy import select
 
 from escrow.audit import check_ledger
@@ -23,17 +21,6 @@ from tests.integration.test_web_support import (
 
 SUPPORTERS = [Identity.x(str(100 + i), name) for i, name in enumerate(["al", "bo", "di", "ed"])]
 CAROL = Identity.x("2001", "carol")
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def site(engine, clock, rsps):
-    return Site(engine, clock, rsps)
 
 
 def four_tips_for_carol(site: Site) -> None:

@@ -13,7 +13,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-import responses
 from sqlalchemy import func, select
 
 from bot.app import policy
@@ -25,12 +24,6 @@ from tests.integration.test_web_support import Site, person_totals, text_of
 
 CREATORS = 6
 SUPPORTERS = [Identity.x(str(100 + i), f"fan{i}") for i in range(3)]
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 @pytest.mark.postgres

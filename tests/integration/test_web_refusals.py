@@ -19,14 +19,8 @@ CAROL = Identity.x("2001", "carol")
 
 
 @pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def site(engine, clock, rsps):
-    site = Site(engine, clock, rsps)
+def site(site: Site) -> Site:
+    """The shared site (tests/integration/conftest.py), with Carol owed 5.00 by Alice."""
     site.fund(ALICE, "10.00")
     site.tip(ALICE, CAROL, "3.00", "tweet-1")
     site.tip(ALICE, CAROL, "2.00", "tweet-2")

@@ -6,7 +6,6 @@ import logging
 import re
 
 import pytest
-import responses
 from sqlalchemy import select
 
 from bot.config import ConfigError, Settings
@@ -24,17 +23,6 @@ from tests.integration.test_web_support import (
 
 CAROL = Identity.x("2001", "carol")
 ALICE = Identity.x("101", "alice")
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def site(engine, clock, rsps):
-    return Site(engine, clock, rsps)
 
 
 def cookie_header(response) -> str:
