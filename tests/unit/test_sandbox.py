@@ -44,22 +44,6 @@ def sandbox(manual_clock: ManualClock) -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-def api(sandbox: Sandbox) -> requests.Session:
-    """The bot's app-only session (Bearer app token)."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {sandbox.bearer_token}"
-    return session
-
-
-@pytest.fixture
-def as_bot() -> requests.Session:
-    """The bot's user-context session (OAuth 1.0a; the sandbox does not check signatures)."""
-    session = requests.Session()
-    session.headers["Authorization"] = 'OAuth oauth_consumer_key="k", oauth_signature="s"'
-    return session
-
-
 def mentions(sandbox: Sandbox, api: requests.Session, **params: Any) -> dict[str, Any]:
     response = api.get(f"{sandbox.base_url}/2/users/{sandbox.bot_user.id}/mentions", params=params)
     assert response.status_code == 200, response.text

@@ -111,20 +111,6 @@ def sandbox(clock: ManualClock) -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-def api(sandbox: Sandbox) -> requests.Session:
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {sandbox.bearer_token}"
-    return session
-
-
-@pytest.fixture
-def as_bot() -> requests.Session:
-    session = requests.Session()
-    session.headers["Authorization"] = 'OAuth oauth_consumer_key="sandbox", oauth_signature="x"'
-    return session
-
-
 def test_the_recorded_platform_payloads_pass_the_same_validation(schemas: Schemas) -> None:
     """The checker itself is sound: real recorded responses validate with it."""
     cases = {
