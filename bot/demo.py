@@ -43,10 +43,11 @@ from bot import app as composition
 from bot.cli.context import Context
 from bot.cli.output import money, table
 from bot.config import Settings, load_settings
+from bot.hosts import is_loopback
 from bot.listener import poll_once
 from bot.notices import plan_notices, send_pending
 from bot.sandbox import Sandbox, Tweet, User
-from bot.sandbox.server import QuietHandler, is_loopback
+from bot.sandbox.server import QuietHandler
 from bot.wiring import build_x_api
 from bot.x_api import TweepyXApi
 from escrow.db import make_engine, transaction

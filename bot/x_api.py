@@ -16,7 +16,6 @@ sandbox, tests). No credential ever appears in an error message, a repr, or a lo
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import random
 import re
@@ -31,6 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import tweepy
 from requests.adapters import HTTPAdapter
+
+from bot.hosts import is_loopback
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -439,15 +440,6 @@ def _install_log_redaction(secrets: Iterable[str]) -> None:
 # --------------------------------------------------------------------------- transport
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class BaseUrlAdapter(HTTPAdapter):
     """Sends requests addressed to api.twitter.com to another base URL instead.
 
@@ -475,7 +467,7 @@ class BaseUrlAdapter(HTTPAdapter):
         request.url = self.rewrite(request.url or "")
         # Proxies were chosen for api.twitter.com; a loopback sandbox must not go through them.
         host = urlsplit(request.url).hostname or ""
-        if _is_loopback(host) or requests.utils.should_bypass_proxies(request.url, no_proxy=None):
+        if is_loopback(host) or requests.utils.should_bypass_proxies(request.url, no_proxy=None):
             kwargs["proxies"] = {}
         return super().send(request, *args, **kwargs)
 

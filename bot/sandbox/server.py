@@ -11,7 +11,6 @@ It binds to loopback only: it has no real authentication and a control page.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -29,6 +28,7 @@ from flask import Flask, Response, g, redirect, render_template_string, request,
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response as BaseResponse
 
+from bot.hosts import is_loopback
 from bot.sandbox import pages
 from bot.sandbox.world import (
     RATE_LIMITS,
@@ -1061,15 +1061,6 @@ class QuietHandler(WSGIRequestHandler):
 
     def log(self, type: str, message: str, *args: Any) -> None:
         _log.debug("%s %s", type, message % args)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Sandbox:

@@ -14,7 +14,6 @@ and says so in the log.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from datetime import timedelta
@@ -26,6 +25,7 @@ from sqlalchemy import Engine
 
 from bot import app as composition
 from bot.config import ConfigError, Settings, load_settings
+from bot.hosts import is_loopback
 from bot.web import security, views
 from bot.web.context import Web
 from escrow.ledger import Clock, utcnow
@@ -41,12 +41,7 @@ MIN_SECRET_LENGTH = 32
 def is_local(url: str) -> bool:
     """True when `url` points at this machine only (no one else can reach the cookies)."""
     host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host.endswith(".localhost") or is_loopback(host)
 
 
 def session_secret(settings: Settings) -> str:
