@@ -321,20 +321,27 @@ class _Params:
                     (name, args[name], f"The query parameter [{name}] is not one of [{listed}]")
                 )
 
+    def _is_id(self, name: str, value: str) -> bool:
+        if _ID_RE.match(value):
+            return True
+        self.problems.append(
+            (
+                name,
+                value,
+                f"The `{name}` query parameter value [{value}] does not match ^[0-9]{{1,19}}$",
+            )
+        )
+        return False
+
     def tweet_id(self, name: str) -> int | None:
         value = self.args.get(name)
-        if value is None:
-            return None
-        if not _ID_RE.match(value):
-            self.problems.append(
-                (
-                    name,
-                    value,
-                    f"The `{name}` query parameter value [{value}] does not match ^[0-9]{{1,19}}$",
-                )
-            )
+        if value is None or not self._is_id(name, value):
             return None
         return int(value)
+
+    def path_id(self, value: str) -> None:
+        """The `:id` of the path, which X reports like a query parameter named `id`."""
+        self._is_id("id", value)
 
     def integer(self, name: str, low: int, high: int, default: int) -> int:
         value = self.args.get(name)
@@ -523,14 +530,7 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         if isinstance(admitted, Response):
             return admitted
         params = _Params(request.args, MENTIONS_PARAMS)
-        if not _ID_RE.match(user_id):
-            params.problems.append(
-                (
-                    "id",
-                    user_id,
-                    f"The `id` query parameter value [{user_id}] does not match ^[0-9]{{1,19}}$",
-                )
-            )
+        params.path_id(user_id)
         max_results = params.integer("max_results", 5, 100, default=10)
         since_id = params.tweet_id("since_id")
         until_id = params.tweet_id("until_id")
@@ -711,14 +711,7 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         if isinstance(admitted, Response):
             return admitted
         params = _Params(request.args, USER_PARAMS)
-        if not _ID_RE.match(user_id):
-            params.problems.append(
-                (
-                    "id",
-                    user_id,
-                    f"The `id` query parameter value [{user_id}] does not match ^[0-9]{{1,19}}$",
-                )
-            )
+        params.path_id(user_id)
         user_fields = params.choices("user.fields", USER_FIELDS)
         params.choices("expansions", USER_EXPANSIONS)
         if params.problems:
