@@ -41,17 +41,7 @@ def x(clock: Any) -> TweepyXApi:
 
 
 def make_x(clock: Any) -> TweepyXApi:
-    return TweepyXApi(
-        bot_user_id=BOT_ID,
-        bearer_token="app-bearer-token",
-        consumer_key="ck",
-        consumer_secret="cs",
-        access_token="999-at",
-        access_token_secret="ats",
-        max_retries=1,
-        sleep=lambda _s: None,
-        clock=clock,
-    )
+    return xp.tweepy_x(BOT_ID, clock, max_retries=1)
 
 
 @pytest.fixture

@@ -343,17 +343,7 @@ def test_a_refused_post_is_marked_failed_with_the_reason(engine, x, ledger, cloc
 
 
 def real_x(clock: Any) -> TweepyXApi:
-    return TweepyXApi(
-        bot_user_id=BOT_ID,
-        bearer_token="app-bearer",
-        consumer_key="ck",
-        consumer_secret="cs",
-        access_token="999-at",
-        access_token_secret="ats",
-        max_retries=0,
-        sleep=lambda _s: None,
-        clock=clock,
-    )
+    return xp.tweepy_x(BOT_ID, clock, max_retries=0)
 
 
 def test_a_duplicate_403_after_a_crash_mid_send_means_the_notice_was_posted(

@@ -27,6 +27,8 @@ from typing import Any
 
 import responses
 
+from bot.x_api import TweepyXApi
+
 API = "https://api.twitter.com"
 TWITTER_EPOCH_MS = 1288834974657
 FIXTURES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "x-api"
@@ -404,3 +406,19 @@ def openapi() -> Json | None:
         return None
     loaded: Json = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
     return loaded
+
+
+def tweepy_x(bot_user_id: str, clock: Any, *, max_retries: int) -> TweepyXApi:
+    """The real `TweepyXApi` with test credentials, never sleeping, on `clock`: for tests
+    that fake X at the HTTP boundary with `responses`."""
+    return TweepyXApi(
+        bot_user_id=bot_user_id,
+        bearer_token="app-bearer-token",
+        consumer_key="ck",
+        consumer_secret="cs",
+        access_token=f"{bot_user_id}-at",
+        access_token_secret="ats",
+        max_retries=max_retries,
+        sleep=lambda _s: None,
+        clock=clock,
+    )
