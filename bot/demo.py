@@ -51,13 +51,14 @@ from bot.sandbox.server import QuietHandler
 from bot.wiring import build_x_api
 from bot.x_api import TweepyXApi
 from escrow.db import make_engine, transaction
+from escrow.flattrs import get_budget, period_of
 from escrow.ledger import SYSTEM, Identity, Policy, find_account
 from escrow.migrate import upgrade
 from escrow.money import Money
 from escrow.reports import holds_for
 from escrow.schema import accounts, mentions
 from escrow.service import Ledger
-from escrow.settlement import get_budget, period_of, settle
+from escrow.settlement import settle
 
 log = logging.getLogger(__name__)
 

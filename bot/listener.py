@@ -12,7 +12,7 @@ first. Per mention:
 - an explicit amount is a tip to each recipient (kind "tip", source = the original tweet
   id), applied for a whole chunk by one `escrow.tips.tip_many` call, which decides exactly
   as one `tip` call per recipient in tweet order would; no amount is a flattr
-  (`escrow.settlement.record_flattr`: a share paid at settlement); `help` gets a help reply
+  (`escrow.flattrs.record_flattr`: a share paid at settlement); `help` gets a help reply
   and `stop` opts the author out of creator notices (and gets a short confirmation);
 - a tip to oneself (by user id) is `self_tip`, to the bot's user id `bot_tip`; a supporter
   nobody ever funded is `unknown_supporter`, one without enough money `insufficient_funds`;
@@ -56,6 +56,7 @@ from bot.notices import get_state, get_time, lock_state, opt_out, put_state, que
 from bot.replies import ReplyContext, reply_for
 from bot.x_api import Mention, PermanentError, RateLimited, TransientError, XApi, XApiError, XUser
 from escrow.db import transaction
+from escrow.flattrs import record_flattr
 from escrow.ledger import (
     Clock,
     Identity,
@@ -68,7 +69,6 @@ from escrow.ledger import (
 )
 from escrow.money import Money
 from escrow.schema import mentions, state
-from escrow.settlement import record_flattr
 from escrow.tips import TipRequest, TipResult, tip_many
 
 log = logging.getLogger(__name__)

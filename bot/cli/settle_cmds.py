@@ -8,9 +8,10 @@ from bot import app
 from bot.cli.context import Context
 from bot.cli.output import emit_json, fail, money, progress
 from escrow.db import transaction
+from escrow.flattrs import set_budget
 from escrow.ledger import LedgerError, utcnow
 from escrow.money import Money, MoneyError
-from escrow.settlement import DEFAULT_WORKERS, set_budget, settle
+from escrow.settlement import DEFAULT_WORKERS, settle
 
 pass_ctx = click.make_pass_decorator(Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

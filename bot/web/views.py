@@ -312,7 +312,7 @@ def register(app: Flask, web: Web) -> None:
             view: AccountView = account_view(row)
             history = _history(conn, web, view.account_id)
             waiting = _waiting_out(conn, web, view.account_id)
-            settlement = _optional("escrow.settlement")
+            settlement = _optional("escrow.flattrs")
             budget = settlement.get_budget(conn, view.account_id) if settlement else None
             notices = _optional("bot.notices")
             opted_out = notices.is_opted_out(conn, view.account_id) if notices else None
@@ -331,7 +331,7 @@ def register(app: Flask, web: Web) -> None:
 
     @app.post("/me/budget")
     def set_budget() -> BaseResponse:
-        settlement = _optional("escrow.settlement")
+        settlement = _optional("escrow.flattrs")
         with web.engine.connect() as conn:
             row = _current(conn)
         if row is None:

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import select
 
 from escrow.db import make_engine
+from escrow.flattrs import get_budget, record_flattr, set_budget
 from escrow.ledger import Identity, Policy, find_account
 from escrow.money import Money
 from escrow.schema import settlement_runs
 from escrow.service import Ledger
-from escrow.settlement import get_budget, record_flattr, set_budget
 
 TIPJAR = str(Path(sys.executable).with_name("tipjar"))
 SUMMARY_KEYS = {

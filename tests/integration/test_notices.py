@@ -28,11 +28,12 @@ from bot.notices import (
 from bot.x_api import PermanentError, RateLimited, TransientError, TweepyXApi
 from escrow.db import transaction
 from escrow.expiry import expire_due
+from escrow.flattrs import period_bounds, period_of
 from escrow.ledger import Identity, Policy
 from escrow.money import Money
 from escrow.schema import accounts, deposits, outbox, tips
 from escrow.service import Ledger
-from escrow.settlement import period_bounds, period_of, settle
+from escrow.settlement import settle
 from tests.support import x_payloads as xp
 from tests.support.fake_x import FakeXApi
 

@@ -14,20 +14,18 @@ from sqlalchemy import Engine, func, select
 
 from escrow import settlement
 from escrow.expiry import expire_due
-from escrow.ledger import Identity, LedgerError, Policy, find_account
-from escrow.money import Money, MoneyError
-from escrow.schema import accounts, settlement_runs, settlements, shares, tips, transfers
-from escrow.service import Ledger
-from escrow.settlement import (
+from escrow.flattrs import (
     FlattrStatus,
     SettlementError,
     get_budget,
     record_flattr,
     set_budget,
-    settle,
-    settle_due,
-    split_pool,
 )
+from escrow.ledger import Identity, LedgerError, Policy, find_account
+from escrow.money import Money, MoneyError
+from escrow.schema import accounts, settlement_runs, settlements, shares, tips, transfers
+from escrow.service import Ledger
+from escrow.settlement import settle, settle_due, split_pool
 from escrow.tips import tip
 from tests.integration.test_ledger_operations import assert_books_balance
 

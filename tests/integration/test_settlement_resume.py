@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from escrow import settlement
+from escrow.flattrs import record_flattr, set_budget
 from escrow.ledger import Identity, Policy
 from escrow.money import Money
 from escrow.schema import accounts, settlement_runs, settlements, shares, tips
 from escrow.service import Ledger
-from escrow.settlement import record_flattr, set_budget, settle, settle_due
+from escrow.settlement import settle, settle_due
 from tests.integration.test_ledger_operations import assert_books_balance
 
 POLICY = Policy(currency="EUR", fee_percent=10, hold_period=timedelta(days=90))

@@ -170,7 +170,7 @@ def test_a_creator_who_refused_is_told_so_at_sign_in(site):
 
 
 def test_a_supporter_sets_a_monthly_budget(site, engine):
-    settlement = pytest.importorskip("escrow.settlement")
+    settlement = pytest.importorskip("escrow.flattrs")
     site.fund(ALICE, "10.00")
     site.sign_in(ALICE.user_id, "alice")
 
@@ -188,7 +188,7 @@ def test_a_supporter_sets_a_monthly_budget(site, engine):
     [("1.00", "must be at least €2.00"), ("lots", "is not an amount"), ("5.001", "not an amount")],
 )
 def test_a_budget_below_the_minimum_or_malformed_is_refused(site, engine, amount, message):
-    settlement = pytest.importorskip("escrow.settlement")
+    settlement = pytest.importorskip("escrow.flattrs")
     site.fund(ALICE, "10.00")
     site.sign_in(ALICE.user_id, "alice")
 

@@ -12,13 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from escrow.settlement import (
-    SettlementError,
-    period_bounds,
-    period_of,
-    pool_of,
-    split_pool,
-)
+from escrow.flattrs import SettlementError, period_bounds, period_of
+from escrow.settlement import pool_of, split_pool
 
 minor = st.integers(min_value=0, max_value=10**9)
 share_ids = st.lists(st.integers(min_value=1, max_value=10**12), unique=True, max_size=60)
