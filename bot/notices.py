@@ -72,6 +72,7 @@ from bot.config import Settings
 from bot.replies import creator_notice
 from bot.x_api import DuplicateContent, PermanentError, RateLimited, TransientError, XApi
 from escrow.db import transaction
+from escrow.ledger import held_for, is_held
 from escrow.money import Money
 from escrow.reports import held_by_recipient
 from escrow.schema import accounts, creator_notices, outbox, shares, state, tips
@@ -302,7 +303,7 @@ def _thread_of(conn: Connection, account_id: int) -> str | None:
     """
     sources = conn.execute(
         select(tips.c.source_id)
-        .where(tips.c.recipient_account_id == account_id, tips.c.state == "held")
+        .where(held_for(account_id))
         .order_by(tips.c.created_at, tips.c.id)
         .limit(THREAD_CANDIDATES)
     ).scalars()
@@ -360,7 +361,7 @@ def _due_notice(
 def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticePlan:
     """Write the creator notices due at `now` to the outbox (one transaction)."""
     lock_state(conn, PLAN_LOCK, now)
-    held = tips.c.state == "held"
+    held = is_held()
     has_holds = select(tips.c.id).where(
         tips.c.recipient_account_id == creator_notices.c.account_id, held
     )
@@ -499,14 +500,7 @@ def _nothing_waiting(conn: Connection, account_id: int) -> bool:
     ).scalar_one_or_none()
     if status != "unclaimed":
         return True
-    return (
-        conn.execute(
-            select(tips.c.id)
-            .where(tips.c.recipient_account_id == account_id, tips.c.state == "held")
-            .limit(1)
-        ).first()
-        is None
-    )
+    return conn.execute(select(tips.c.id).where(held_for(account_id)).limit(1)).first() is None
 
 
 def _claim_one(conn: Connection, now: datetime, lease: timedelta) -> _Claimed | str | None:

@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
-from escrow.schema import accounts, tips, transfers
+from escrow.ledger import available_of, is_held
+from escrow.schema import TipState, accounts, tips, transfers
 
 POSTED_KINDS = ("deposit", "tip", "fee", "post", "payout")
 MAX_LISTED = 20  # per kind of problem; a broken ledger should not flood the terminal
@@ -74,7 +75,7 @@ def _checks() -> list[tuple[Select[Any], Callable[[Any], str]]]:
     )
     overdrawn = select(accounts).where(
         accounts.c.no_overdraft,
-        accounts.c.credits_posted - accounts.c.debits_posted - accounts.c.debits_pending < 0,
+        available_of(accounts.c) < 0,
     )
     mismatched = (
         select(t.c.id, t.c.kind, t.c.pending_id)
@@ -106,13 +107,13 @@ def _checks() -> list[tuple[Select[Any], Callable[[Any], str]]]:
         .where(
             tips.c.hold_transfer_id.is_not(None),
             or_(
-                and_(tips.c.state == "held", resolution.c.id.is_not(None)),
+                and_(is_held(), resolution.c.id.is_not(None)),
                 and_(
-                    tips.c.state == "voided",
+                    tips.c.state == TipState.VOIDED,
                     or_(resolution.c.kind.is_(None), resolution.c.kind != "void"),
                 ),
                 and_(
-                    tips.c.state == "posted",
+                    tips.c.state == TipState.POSTED,
                     or_(resolution.c.kind.is_(None), resolution.c.kind != "post"),
                 ),
             ),
@@ -121,7 +122,7 @@ def _checks() -> list[tuple[Select[Any], Callable[[Any], str]]]:
     unpaid = select(tips.c.id).where(
         tips.c.hold_transfer_id.is_(None),
         or_(
-            tips.c.state != "posted",
+            tips.c.state != TipState.POSTED,
             ~select(t.c.id).where(t.c.tip_id == tips.c.id, t.c.kind == "tip").exists(),
         ),
     )

@@ -24,11 +24,13 @@ from escrow.ledger import (
     Transfer,
     apply_transfers,
     ensure_account,
+    held_for,
+    is_held,
     lock_accounts,
     system_account,
 )
 from escrow.money import Money
-from escrow.schema import accounts, tips
+from escrow.schema import TipState, accounts, tips
 from escrow.tips import void_holds
 
 
@@ -48,13 +50,7 @@ class ClaimResult:
 
 
 def _held_for(conn: Connection, recipient_id: int) -> list[Row[Any]]:
-    return list(
-        conn.execute(
-            select(tips)
-            .where(tips.c.recipient_account_id == recipient_id, tips.c.state == "held")
-            .order_by(tips.c.id)
-        )
-    )
+    return list(conn.execute(select(tips).where(held_for(recipient_id)).order_by(tips.c.id)))
 
 
 def post_holds(
@@ -83,13 +79,12 @@ def post_holds(
     won = set(
         conn.execute(
             update(tips)
-            .where(tips.c.id.in_([r.id for r in live]), tips.c.state == "held")
+            .where(tips.c.id.in_([r.id for r in live]), is_held())
             .values(
-                state="posted",
+                state=TipState.POSTED,
                 resolution="claimed",
                 resolved_at=now,
-                # Integer division floors on both databases: the odd cent stays with the creator.
-                fee_minor=(tips.c.amount_minor * policy.fee_percent) // 100,
+                fee_minor=policy.fee(tips.c.amount_minor),
             )
             .returning(tips.c.id)
         ).scalars()
@@ -187,7 +182,7 @@ def release_sweep(conn: Connection, policy: Policy, now: datetime, limit: int = 
     creators = conn.execute(
         select(tips.c.recipient_account_id)
         .join(accounts, accounts.c.id == tips.c.recipient_account_id)
-        .where(tips.c.state == "held", accounts.c.status == "claimed")
+        .where(is_held(), accounts.c.status == "claimed")
         .group_by(tips.c.recipient_account_id)
         .limit(limit)
     ).scalars()

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, select
 
 from escrow.db import transaction
-from escrow.ledger import Policy
+from escrow.ledger import Policy, is_held
 from escrow.schema import accounts, tips
 from escrow.tips import void_holds
 
@@ -35,7 +35,7 @@ def expire_batch(conn: Connection, policy: Policy, now: datetime, batch: int) ->
     due = list(
         conn.execute(
             select(tips)
-            .where(tips.c.state == "held", tips.c.expires_at <= now)
+            .where(is_held(), tips.c.expires_at <= now)
             .order_by(tips.c.expires_at, tips.c.id)
             .limit(batch)
             .with_for_update(skip_locked=True)

@@ -14,32 +14,41 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+from typing import cast as typed
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Connection,
     Row,
     and_,
     any_,
     bindparam,
+    case,
     cast,
     func,
+    literal,
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Subquery
 
-from escrow.money import Money, MoneyError
-from escrow.schema import accounts, deposits, state, transfers
+from escrow.money import Money, MoneyError, percent_floor_of
+from escrow.schema import TipState, UTCDateTime, accounts, deposits, state, tips, transfers
 
 Clock = Callable[[], datetime]
+_N = TypeVar("_N")
 
 
 def utcnow() -> datetime:
@@ -92,9 +101,12 @@ class Policy:
     def money(self, minor: int) -> Money:
         return Money(minor, self.currency)
 
-    def fee(self, amount_minor: int) -> int:
-        """The operator's fee, floored: the odd cent stays with the creator."""
-        return amount_minor * self.fee_percent // 100
+    def fee(self, amount_minor: _N) -> _N:
+        """The operator's fee, floored: the odd cent stays with the creator.
+
+        `amount_minor` is an int, or a column when a statement computes fees in SQL.
+        """
+        return percent_floor_of(amount_minor, self.fee_percent)
 
     def check(self, amount: Money) -> int:
         if amount.currency != self.currency:
@@ -104,9 +116,28 @@ class Policy:
         return amount.minor
 
 
+def available_of(account: Any) -> Any:
+    """What an account can spend: posted credits less posted and reserved debits.
+
+    The one definition: of a row it is a number, of a table's columns (``accounts.c``, or
+    an alias's) the SQL expression.
+    """
+    return account.credits_posted - account.debits_posted - account.debits_pending
+
+
 def available(row: Row[Any] | Any) -> int:
-    """What an account can spend: posted credits less posted and reserved debits."""
-    return int(row.credits_posted - row.debits_posted - row.debits_pending)
+    """What the account of `row` can spend, in minor units."""
+    return int(available_of(row))
+
+
+def is_held(table: Any = tips) -> ColumnElement[bool]:
+    """A tip whose money is held in escrow for its creator (`table`: `tips` or an alias)."""
+    return typed(ColumnElement[bool], table.c.state == TipState.HELD)
+
+
+def held_for(creator_id: Any, table: Any = tips) -> ColumnElement[bool]:
+    """The tips held for the creator `creator_id` (an id, or a column to correlate with)."""
+    return and_(table.c.recipient_account_id == creator_id, is_held(table))
 
 
 # --- accounts ---------------------------------------------------------------------------
@@ -342,21 +373,24 @@ class Transfer:
     # For post/void the amount is the hold's; these are the hold's accounts.
 
 
+# How each kind of transfer moves the counters of both its accounts (TigerBeetle's
+# two-phase rules), as (posted, pending) multiples of its amount: a hold reserves, a post
+# turns the reservation into money moved, a void gives it back. Every other kind (tip,
+# fee, deposit, payout) moves posted money. The one definition, for rows and for SQL.
+COUNTER_RULES: dict[str, tuple[int, int]] = {"hold": (0, 1), "post": (1, -1), "void": (0, -1)}
+POSTED_MOVE = (1, 0)
+
+
 def _deltas(t: Transfer) -> list[tuple[int, str, int]]:
-    """How a transfer moves the account counters (TigerBeetle's two-phase rules)."""
+    """How a transfer moves the account counters."""
+    posted, pending = COUNTER_RULES.get(t.kind, POSTED_MOVE)
     a = t.amount
-    if t.kind == "hold":
-        return [(t.debit, "debits_pending", a), (t.credit, "credits_pending", a)]
-    if t.kind == "post":
-        return [
-            (t.debit, "debits_pending", -a),
-            (t.credit, "credits_pending", -a),
-            (t.debit, "debits_posted", a),
-            (t.credit, "credits_posted", a),
-        ]
-    if t.kind == "void":
-        return [(t.debit, "debits_pending", -a), (t.credit, "credits_pending", -a)]
-    return [(t.debit, "debits_posted", a), (t.credit, "credits_posted", a)]
+    return [
+        (t.debit, "debits_posted", posted * a),
+        (t.debit, "debits_pending", pending * a),
+        (t.credit, "credits_posted", posted * a),
+        (t.credit, "credits_pending", pending * a),
+    ]
 
 
 COUNTERS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
@@ -398,6 +432,84 @@ def apply_transfers(
             sums[account_id][counter] += delta
     _move_counters(conn, sorted(sums.items()))
     return ids
+
+
+TRANSFER_SET_COLUMNS = ("id", "debit", "credit", "amount", "kind", "expires_at", "tip_id")
+
+
+@contextmanager
+def applying_transfer_set(conn: Connection, moves: Subquery, now: datetime) -> Iterator[None]:
+    """The set-based twin of `apply_transfers`, for batches computed in SQL (settlement).
+
+    `moves` selects the transfers to write, with the columns `TRANSFER_SET_COLUMNS` (ids
+    allocated by the caller, so its other rows can point at them). They are written when
+    the block is entered; the counters of their accounts move, by `COUNTER_RULES`, when it
+    ends. In between the caller takes its account locks: the transfer rows take only the
+    key-share locks of their foreign keys, so a batch inserts them without waiting and
+    queues for its accounts only for the counters. A block that raises moves no counters
+    (and its transaction rolls back).
+    """
+    m = moves.c
+    conn.execute(
+        transfers.insert().from_select(
+            [
+                "id",
+                "debit_account_id",
+                "credit_account_id",
+                "amount_minor",
+                "kind",
+                "expires_at",
+                "tip_id",
+                "created_at",
+            ],
+            select(
+                m.id,
+                m.debit,
+                m.credit,
+                m.amount,
+                m.kind,
+                m.expires_at,
+                m.tip_id,
+                bindparam("created_at", now, type_=UTCDateTime),
+            ).order_by(m.id),
+        )
+    )
+    yield
+    rules = COUNTER_RULES.items()
+    posted = case(*((m.kind == k, m.amount * r[0]) for k, r in rules), else_=m.amount)
+    pending = case(*((m.kind == k, m.amount * r[1]) for k, r in rules), else_=0)
+    zero = literal(0, BigInteger)
+    sides = union_all(
+        select(
+            m.debit.label("account_id"),
+            posted.label("dp"),
+            zero.label("cp"),
+            pending.label("dq"),
+            zero.label("cq"),
+        ),
+        select(m.credit, zero, posted, zero, pending),
+    ).subquery()
+    per_account = (
+        select(
+            sides.c.account_id,
+            func.sum(sides.c.dp).label("dp"),
+            func.sum(sides.c.cp).label("cp"),
+            func.sum(sides.c.dq).label("dq"),
+            func.sum(sides.c.cq).label("cq"),
+        )
+        .group_by(sides.c.account_id)
+        .subquery()
+    )
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.id == per_account.c.account_id)
+        .values(
+            debits_posted=accounts.c.debits_posted + per_account.c.dp,
+            credits_posted=accounts.c.credits_posted + per_account.c.cp,
+            debits_pending=accounts.c.debits_pending + per_account.c.dq,
+            credits_pending=accounts.c.credits_pending + per_account.c.cq,
+        )
+    )
 
 
 def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:

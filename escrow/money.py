@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import total_ordering
+from typing import Any, TypeVar, cast
+
+_N = TypeVar("_N")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,16 @@ CURRENCIES: dict[str, Currency] = {
         Currency("JPY", 0, "¥"),
     )
 }
+
+
+def percent_floor_of(minor: _N, percent: int) -> _N:
+    """`percent` % of `minor`, rounded down: the one definition of the fee's arithmetic.
+
+    Written with operators only, so the same function builds the SQL expression when
+    `minor` is a column (integer division floors non-negative amounts on both databases).
+    """
+    value: Any = minor
+    return cast(_N, value * percent // 100)
 
 
 class MoneyError(ValueError):
@@ -128,7 +141,7 @@ class Money:
 
     def percent_floor(self, percent: int) -> Money:
         """``percent`` % of this amount, rounded down (the fee rounds in the creator's favour)."""
-        return Money(self.minor * percent // 100, self.currency)
+        return Money(percent_floor_of(self.minor, percent), self.currency)
 
     def plain(self) -> str:
         """``2.50``: the amount without a symbol, as the CLI and config accept it."""

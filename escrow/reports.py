@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Subquery, func, select
 
-from escrow.ledger import Identity, available, find_account
+from escrow.ledger import Identity, available, find_account, held_for, is_held
 from escrow.schema import accounts, tips
 
 
@@ -49,7 +49,7 @@ def held_by_recipient() -> Subquery:
             func.min(tips.c.created_at).label("oldest_at"),
             func.min(tips.c.expires_at).label("next_expiry_at"),
         )
-        .where(tips.c.state == "held")
+        .where(is_held())
         .group_by(tips.c.recipient_account_id)
         .subquery()
     )
@@ -57,7 +57,7 @@ def held_by_recipient() -> Subquery:
 
 def escrow_balances(conn: Connection, limit: int | None = None) -> EscrowBalances:
     """Held money per recipient, largest first, with totals over every hold."""
-    held = tips.c.state == "held"
+    held = is_held()
     per = held_by_recipient()
     query = (
         select(accounts.c.platform, accounts.c.platform_user_id, accounts.c.handle, per)
@@ -152,7 +152,7 @@ def holds_for(conn: Connection, who: Identity) -> list[Hold]:
     rows = conn.execute(
         select(tips, accounts.c.platform_user_id, accounts.c.handle)
         .join(accounts, accounts.c.id == tips.c.supporter_account_id)
-        .where(tips.c.recipient_account_id == creator.id, tips.c.state == "held")
+        .where(held_for(creator.id))
         .order_by(tips.c.created_at, tips.c.id)
     )
     return [

@@ -15,6 +15,7 @@ migrated database and this metadata agree.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -155,7 +156,17 @@ Index("ix_transfers_debit_account_id", transfers.c.debit_account_id)
 Index("ix_transfers_credit_account_id", transfers.c.credit_account_id)
 Index("ix_transfers_tip_id", transfers.c.tip_id)
 
-TIP_STATES = ("posted", "held", "voided")
+
+class TipState(StrEnum):
+    """Where a tip stands: its money moved (`posted`), reserved for its creator (`held`), or
+    returned to its supporter (`voided`)."""
+
+    POSTED = "posted"
+    HELD = "held"
+    VOIDED = "voided"
+
+
+TIP_STATES = tuple(TipState)
 TIP_RESOLUTIONS = ("claimed", "expired", "retracted", "refused")
 
 tips = Table(

@@ -50,15 +50,16 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
+from typing import cast as cast_type
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
     Engine,
-    Integer,
     MetaData,
     String,
     Table,
@@ -77,6 +78,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Subquery
 
 from escrow.db import is_sqlite, transaction
 from escrow.flattrs import MIN_MONTHLY_BUDGET_MINOR, SettlementError, period_bounds, period_of
@@ -84,12 +86,15 @@ from escrow.ledger import (
     FEES,
     Policy,
     _insert,
+    applying_transfer_set,
+    available_of,
     bind_currency,
     lock_accounts,
     one_of,
     system_account,
 )
 from escrow.schema import (
+    TipState,
     UTCDateTime,
     accounts,
     budgets,
@@ -108,6 +113,7 @@ OPTIMISTIC_ATTEMPTS = 3  # then the batch takes its locks before it reads
 SHARE_SOURCE_PREFIX = "share:"  # tips.source_id of a settled share: 'share:<share id>'
 
 log = logging.getLogger(__name__)
+_N = TypeVar("_N")
 
 
 # --- the split ---------------------------------------------------------------------------
@@ -130,10 +136,19 @@ def split_pool(pool_minor: int, share_ids: Iterable[int]) -> dict[int, int]:
     if pool_minor < 0:
         raise ValueError(f"a pool cannot be negative: {pool_minor}")
     ids = sorted(set(share_ids))
-    if not ids:
-        return {}
-    base, extra = divmod(pool_minor, len(ids))
-    return {share_id: base + (1 if rank < extra else 0) for rank, share_id in enumerate(ids)}
+    return {share_id: part_of(pool_minor, len(ids), rank) for rank, share_id in enumerate(ids, 1)}
+
+
+def part_of(pool: _N, count: Any, rank: Any) -> _N:
+    """The part of the `rank`-th share (1 = lowest id) of `count` in `pool`: the one
+    definition of the split, as `split_pool` applies it and as settlement's SQL does.
+
+    ``(pool + count - rank) // count`` is ``pool // count``, plus one unit for the first
+    ``pool % count`` ranks: the largest-remainder method when every share weighs the same.
+    Written with operators only, so it builds the SQL expression when given columns.
+    """
+    value: Any = pool
+    return cast_type(_N, (value + count - rank) // count)
 
 
 # --- settlement --------------------------------------------------------------------------
@@ -270,7 +285,7 @@ def _went_stale(conn: Connection, period: str, supporters: Sequence[int]) -> boo
     p = settle_parts.c
     creator = accounts.alias("creator")
     supporter = accounts.alias("supporter")
-    available = supporter.c.credits_posted - supporter.c.debits_posted - supporter.c.debits_pending
+    available = available_of(supporter.c)
     changed_status = (
         select(p.share_id)
         .join(creator, creator.c.id == p.recipient_id)
@@ -333,13 +348,23 @@ settle_parts = Table(
     Column("fee_transfer_id", BigInteger),
     prefixes=["TEMPORARY"],
 )
+
+
 # What becomes of a share's part, and the share state it leaves.
+class Outcome(StrEnum):
+    POSTED = "posted"
+    HELD = "held"
+    ZERO = "zero"  # a part of 0: nothing to move
+    REFUSED = "refused"  # the creator refuses tips: the part stays with the supporter
+    UNFUNDED = "unfunded"  # the supporter had nothing available
+
+
 OUTCOMES = {
-    "posted": "settled",
-    "held": "settled",
-    "zero": "settled",  # a part of 0: nothing to move
-    "refused": "refused",  # the creator refuses tips: the part stays with the supporter
-    "unfunded": "unfunded",  # the supporter had nothing available
+    Outcome.POSTED: "settled",
+    Outcome.HELD: "settled",
+    Outcome.ZERO: "settled",
+    Outcome.REFUSED: "refused",
+    Outcome.UNFUNDED: "unfunded",
 }
 
 
@@ -388,64 +413,85 @@ def _settle_batch(
     fees_id = system_account(conn, FEES)
     if lock_first:
         _lock_batch(conn, period, ids, fees_id)
-    at = bindparam("now", now, type_=UTCDateTime)
+    ids = _mark_supporters(conn, period, ids, now, default_budget_minor)
+    if not ids:
+        return BatchResult(0, 0)
+    _split_into_parts(conn, policy, period, ids)
+    # The transfers go in first (the tips point at them); the counters move, through the
+    # ledger's one writer, once the batch holds its locks and knows what it read holds.
+    with applying_transfer_set(conn, _moves(policy, fees_id, now), now):
+        _write_tips(conn, policy, now)
+        _close_shares(conn, period, ids, now)
+        if not is_sqlite(conn):  # BEGIN IMMEDIATE already made this batch the only writer
+            _lock_parts(conn, ids, fees_id)
+            if _went_stale(conn, period, ids):
+                raise _Raced(f"batch of {len(ids)} supporters from id {ids[0]} raced a change")
+    # The month's running totals, in the same transaction as the money they count.
+    n_shares = _record_totals(conn, period, len(ids), now)
+    _drop_parts(conn)
+    return BatchResult(len(ids), n_shares)
 
-    def open_shares_of(who: Sequence[int]) -> ColumnElement[bool]:
-        return and_(
-            shares.c.period == period,
-            shares.c.state == "open",
-            one_of(conn, shares.c.supporter_account_id, who),
-        )
 
-    # 1. The markers, with each supporter's pool = min(budget, available). A supporter
-    #    another run settled meanwhile already has one: the insert waits for that run to
-    #    commit, then skips them, so a supporter is settled by exactly one batch.
+def _open_shares_of(conn: Connection, period: str, who: Sequence[int]) -> ColumnElement[bool]:
+    return and_(
+        shares.c.period == period,
+        shares.c.state == "open",
+        one_of(conn, shares.c.supporter_account_id, who),
+    )
+
+
+def _mark_supporters(
+    conn: Connection, period: str, ids: Sequence[int], now: datetime, default_budget_minor: int
+) -> list[int]:
+    """Step 1: the markers, with each supporter's pool = min(budget, available).
+
+    A supporter another run settled meanwhile already has one: the insert waits for that
+    run to commit, then skips them, so a supporter is settled by exactly one batch.
+    Returns the supporters this batch marked, in id order.
+    """
     counts = (
         select(shares.c.supporter_account_id.label("sid"), func.count().label("n"))
-        .where(open_shares_of(ids))
+        .where(_open_shares_of(conn, period, ids))
         .group_by(shares.c.supporter_account_id)
         .subquery()
     )
     budget = func.coalesce(budgets.c.monthly_budget_minor, default_budget_minor)
-    avail = accounts.c.credits_posted - accounts.c.debits_posted - accounts.c.debits_pending
-    ids = sorted(
-        int(i)
-        for i in conn.execute(
-            _insert(conn, settlements)
-            .from_select(
-                [
-                    "period",
-                    "supporter_account_id",
-                    "budget_minor",
-                    "available_minor",
-                    "pool_minor",
-                    "shares",
-                    "settled_at",
-                ],
-                select(
-                    literal(period, String),
-                    counts.c.sid,
-                    budget,
-                    avail,
-                    case((avail < budget, avail), else_=budget),
-                    counts.c.n,
-                    at,
-                )
-                .select_from(counts)
-                .join(accounts, accounts.c.id == counts.c.sid)
-                .outerjoin(budgets, budgets.c.account_id == counts.c.sid)
-                .order_by(counts.c.sid),  # markers in id order, like every other lock
+    avail = available_of(accounts.c)
+    marked = conn.execute(
+        _insert(conn, settlements)
+        .from_select(
+            [
+                "period",
+                "supporter_account_id",
+                "budget_minor",
+                "available_minor",
+                "pool_minor",
+                "shares",
+                "settled_at",
+            ],
+            select(
+                literal(period, String),
+                counts.c.sid,
+                budget,
+                avail,
+                case((avail < budget, avail), else_=budget),
+                counts.c.n,
+                bindparam("now", now, type_=UTCDateTime),
             )
-            .on_conflict_do_nothing(index_elements=["period", "supporter_account_id"])
-            .returning(settlements.c.supporter_account_id)
-        ).scalars()
-    )
-    if not ids:
-        return BatchResult(0, 0)
-    open_in_batch = open_shares_of(ids)
+            .select_from(counts)
+            .join(accounts, accounts.c.id == counts.c.sid)
+            .outerjoin(budgets, budgets.c.account_id == counts.c.sid)
+            .order_by(counts.c.sid),  # markers in id order, like every other lock
+        )
+        .on_conflict_do_nothing(index_elements=["period", "supporter_account_id"])
+        .returning(settlements.c.supporter_account_id)
+    ).scalars()
+    return sorted(int(i) for i in marked)
 
-    # 2. Each share's part: the pool split evenly, the odd units to the lowest share ids
-    #    (exactly `split_pool`), and what becomes of it.
+
+def _split_into_parts(conn: Connection, policy: Policy, period: str, ids: Sequence[int]) -> None:
+    """Step 2: each share's part (`part_of`, as `split_pool` splits), what becomes of it,
+    its fee, and the ids its tip and transfers will have, into `settle_parts`."""
     _drop_parts(conn)
     settle_parts.create(conn)
     marker = settlements
@@ -456,10 +502,7 @@ def _settle_batch(
             shares.c.id.label("share_id"),
             shares.c.supporter_account_id.label("supporter_id"),
             shares.c.recipient_account_id.label("recipient_id"),
-            (
-                marker.c.pool_minor // marker.c.shares
-                + case((rank <= marker.c.pool_minor % marker.c.shares, 1), else_=0)
-            ).label("part"),
+            part_of(marker.c.pool_minor, marker.c.shares, rank).label("part"),
             marker.c.pool_minor.label("pool"),
             recipient.c.status.label("status"),
         )
@@ -471,21 +514,18 @@ def _settle_batch(
             ),
         )
         .join(recipient, recipient.c.id == shares.c.recipient_account_id)
-        .where(open_in_batch)
+        .where(_open_shares_of(conn, period, ids))
         .subquery()
     )
     outcome = case(
-        (split.c.pool == 0, "unfunded"),
-        (split.c.status == "refusing", "refused"),
-        (split.c.part == 0, "zero"),
-        (split.c.status == "claimed", "posted"),
-        else_="held",
+        (split.c.pool == 0, Outcome.UNFUNDED),
+        (split.c.status == "refusing", Outcome.REFUSED),
+        (split.c.part == 0, Outcome.ZERO),
+        (split.c.status == "claimed", Outcome.POSTED),
+        else_=Outcome.HELD,
     )
     fee = case(
-        (
-            and_(split.c.status == "claimed", split.c.pool > 0),
-            split.c.part * literal(policy.fee_percent, Integer) // 100,
-        ),
+        (and_(split.c.status == "claimed", split.c.pool > 0), policy.fee(split.c.part)),
         else_=0,
     )
     ordered = (
@@ -503,18 +543,21 @@ def _settle_batch(
     )
     columns = ["share_id", "supporter_id", "recipient_id", "part", "outcome", "status", "fee"]
     rows = [ordered.c[name] for name in columns]
-    if conn.dialect.name == "postgresql":
+    if not is_sqlite(conn):
         columns += ["tip_id", "transfer_id", "fee_transfer_id"]
         rows += _sequence_ids(conn, ordered.c.outcome, ordered.c.fee)
     conn.execute(settle_parts.insert().from_select(columns, select(*rows)))
-    if conn.dialect.name != "postgresql":
+    if is_sqlite(conn):
         _assign_ids(conn)
 
-    # 3. The transfers: a tip (and its fee) for each posted part, a hold for each held one.
+
+def _moves(policy: Policy, fees_id: int, now: datetime) -> Subquery:
+    """Step 3: the transfers, a tip (and its fee) for each posted part, a hold for each
+    held one, in the columns of `escrow.ledger.TRANSFER_SET_COLUMNS`."""
     p = settle_parts.c
-    held = p.outcome == "held"
+    held = p.outcome == Outcome.HELD
     expires = bindparam("expires", now + policy.hold_period, type_=UTCDateTime)
-    moves = union_all(
+    return union_all(
         select(
             p.transfer_id.label("id"),
             p.supporter_id.label("debit"),
@@ -534,32 +577,13 @@ def _settle_batch(
             p.tip_id,
         ).where(p.fee_transfer_id.is_not(None)),
     ).subquery()
-    conn.execute(
-        transfers.insert().from_select(
-            [
-                "id",
-                "debit_account_id",
-                "credit_account_id",
-                "amount_minor",
-                "kind",
-                "expires_at",
-                "tip_id",
-                "created_at",
-            ],
-            select(
-                moves.c.id,
-                moves.c.debit,
-                moves.c.credit,
-                moves.c.amount,
-                moves.c.kind,
-                moves.c.expires_at,
-                moves.c.tip_id,
-                at,
-            ).order_by(moves.c.id),
-        )
-    )
 
-    # 4. The tips, as `escrow.tips.tip` leaves them: held ones pointing at their hold.
+
+def _write_tips(conn: Connection, policy: Policy, now: datetime) -> None:
+    """Step 4: the tips, as `escrow.tips.tip` leaves them: held ones pointing at their hold."""
+    p = settle_parts.c
+    held = p.outcome == Outcome.HELD
+    expires = bindparam("expires", now + policy.hold_period, type_=UTCDateTime)
     conn.execute(
         tips.insert().from_select(
             [
@@ -583,81 +607,29 @@ def _settle_batch(
                 literal("flattr", String),
                 p.part,
                 p.fee,
-                case((held, "held"), else_="posted"),
+                case((held, TipState.HELD), else_=TipState.POSTED),
                 case((held, p.transfer_id), else_=null()),
                 case((held, expires), else_=null()),
-                at,
+                bindparam("now", now, type_=UTCDateTime),
             )
             .where(p.tip_id.is_not(None))
             .order_by(p.tip_id),
         )
     )
 
-    # 5. The shares: settled (with their part, perhaps 0), refused or unfunded.
+
+def _close_shares(conn: Connection, period: str, ids: Sequence[int], now: datetime) -> None:
+    """Step 5: the shares, settled (with their part, perhaps 0), refused or unfunded."""
+    p = settle_parts.c
     conn.execute(
         update(shares)
-        .where(shares.c.id == p.share_id, open_in_batch)
+        .where(shares.c.id == p.share_id, _open_shares_of(conn, period, ids))
         .values(
             state=case(*((p.outcome == o, s) for o, s in OUTCOMES.items())),
             part_minor=p.part,
-            settled_at=at,
+            settled_at=bindparam("now", now, type_=UTCDateTime),
         )
     )
-
-    # 6. The locks, and the check that what the batch read before them still holds.
-    if not is_sqlite(conn):  # BEGIN IMMEDIATE already made this batch the only writer
-        _lock_parts(conn, ids, fees_id)
-        if _went_stale(conn, period, ids):
-            raise _Raced(f"batch of {len(ids)} supporters from id {ids[0]} raced a change")
-
-    # 7. The counters: one UPDATE for every account the batch touched, with the same
-    #    two-phase rules as `escrow.ledger.apply_transfers` (a hold moves the pending
-    #    counters, a tip or a fee the posted ones).
-    posted = p.outcome == "posted"
-    zero = literal(0, BigInteger)
-
-    def part_if(condition: ColumnElement[bool]) -> Any:
-        return case((condition, p.part), else_=0)
-
-    deltas = union_all(
-        select(
-            p.supporter_id.label("account_id"),
-            part_if(posted).label("dp"),
-            zero.label("cp"),
-            part_if(held).label("dq"),
-            zero.label("cq"),
-        ).where(p.tip_id.is_not(None)),
-        select(p.recipient_id, p.fee, part_if(posted), zero, part_if(held)).where(
-            p.tip_id.is_not(None)
-        ),
-        select(literal(fees_id, BigInteger), zero, p.fee, zero, zero).where(p.fee > 0),
-    ).subquery()
-    per_account = (
-        select(
-            deltas.c.account_id,
-            func.sum(deltas.c.dp).label("dp"),
-            func.sum(deltas.c.cp).label("cp"),
-            func.sum(deltas.c.dq).label("dq"),
-            func.sum(deltas.c.cq).label("cq"),
-        )
-        .group_by(deltas.c.account_id)
-        .subquery()
-    )
-    conn.execute(
-        update(accounts)
-        .where(accounts.c.id == per_account.c.account_id)
-        .values(
-            debits_posted=accounts.c.debits_posted + per_account.c.dp,
-            credits_posted=accounts.c.credits_posted + per_account.c.cp,
-            debits_pending=accounts.c.debits_pending + per_account.c.dq,
-            credits_pending=accounts.c.credits_pending + per_account.c.cq,
-        )
-    )
-
-    # 8. The month's running totals, in the same transaction as the money they count.
-    n_shares = _record_totals(conn, period, len(ids), now)
-    _drop_parts(conn)
-    return BatchResult(len(ids), n_shares)
 
 
 def _sequence_ids(conn: Connection, outcome: Any, fee: Any) -> list[Any]:
@@ -674,7 +646,7 @@ def _sequence_ids(conn: Connection, outcome: Any, fee: Any) -> list[Any]:
     ).one()
     next_tip = literal_column(f"nextval('{_quoted(tips_seq)}')", BigInteger)
     next_transfer = literal_column(f"nextval('{_quoted(transfers_seq)}')", BigInteger)
-    moves = outcome.in_(("posted", "held"))
+    moves = outcome.in_((Outcome.POSTED, Outcome.HELD))
     return [
         case((moves, next_tip), else_=null()),
         case((moves, next_transfer), else_=null()),
@@ -688,7 +660,7 @@ def _assign_ids(conn: Connection) -> None:
     SQLite has one writer at a time (BEGIN IMMEDIATE), so those ids are free.
     """
     p = settle_parts.c
-    moves = p.outcome.in_(("posted", "held"))
+    moves = p.outcome.in_((Outcome.POSTED, Outcome.HELD))
     base_tip = conn.execute(select(func.coalesce(func.max(tips.c.id), 0))).scalar_one()
     base_transfer = conn.execute(select(func.coalesce(func.max(transfers.c.id), 0))).scalar_one()
     has_fee = case((p.fee > 0, 1), else_=0)
@@ -736,10 +708,10 @@ def _record_totals(conn: Connection, period: str, supporters: int, now: datetime
     t = conn.execute(
         select(
             func.count().label("n"),
-            total(p.outcome == "unfunded").label("unfunded"),
-            total(p.outcome == "refused").label("refused"),
-            total(p.outcome == "posted", p.part).label("posted"),
-            total(p.outcome == "held", p.part).label("held"),
+            total(p.outcome == Outcome.UNFUNDED).label("unfunded"),
+            total(p.outcome == Outcome.REFUSED).label("refused"),
+            total(p.outcome == Outcome.POSTED, p.part).label("posted"),
+            total(p.outcome == Outcome.HELD, p.part).label("held"),
             func.coalesce(func.sum(p.fee), 0).label("fees"),
         )
     ).one()

@@ -32,12 +32,13 @@ from escrow.ledger import (
     ensure_accounts,
     find_account,
     find_accounts,
+    is_held,
     lock_accounts,
     one_of,
     system_account,
 )
 from escrow.money import Money
-from escrow.schema import tips, transfers
+from escrow.schema import TipState, tips, transfers
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def tip_many(
                 "kind": r.kind,
                 "amount_minor": minor,
                 "fee_minor": 0 if held else policy.fee(minor),
-                "state": "posted",  # or held, once its hold has an id (below)
+                "state": TipState.POSTED,  # or held, once its hold has an id (below)
                 "expires_at": now + policy.hold_period if held else None,
                 "created_at": now,
             }
@@ -230,7 +231,7 @@ def tip_many(
                     id=hold_id,
                 )
             )
-            new["state"], new["hold_transfer_id"] = "held", hold_id
+            new["state"], new["hold_transfer_id"] = TipState.HELD, hold_id
             continue
         new["hold_transfer_id"] = None
         batch.append(Transfer(payer, creator, minor, "tip", tip_id=tid, id=next(transfer_ids)))
@@ -279,8 +280,8 @@ def void_holds(
         return []
     won = conn.execute(
         update(tips)
-        .where(tips.c.id.in_([r.id for r in rows]), tips.c.state == "held")
-        .values(state="voided", resolution=reason, resolved_at=now)
+        .where(tips.c.id.in_([r.id for r in rows]), is_held())
+        .values(state=TipState.VOIDED, resolution=reason, resolved_at=now)
         .returning(tips.c.id)
     ).scalars()
     won_ids = set(won)
@@ -323,7 +324,7 @@ def retract(
         return RetractResult(False, amount, "not_yours")
     lock_accounts(conn, [row.supporter_account_id, row.recipient_account_id])
     row = conn.execute(select(tips).where(tips.c.id == tip_id)).one()
-    if row.state != "held":
+    if row.state != TipState.HELD:
         return RetractResult(False, amount, "not_held")
     if not void_holds(conn, policy, [row], "retracted", now):
         return RetractResult(False, amount, "not_held")

@@ -26,7 +26,7 @@ from bot.web.security import error_page, log
 from escrow import claims
 from escrow import tips as tips_ops
 from escrow.db import transaction
-from escrow.ledger import Identity, LedgerError
+from escrow.ledger import Identity, LedgerError, is_held
 from escrow.money import Money, MoneyError, currency
 from escrow.reports import AccountView, account_view
 from escrow.schema import accounts, tips
@@ -116,7 +116,7 @@ def _waiting_out(conn: Connection, web: Web, account_id: int) -> list[HistoryLin
     query = (
         select(tips, other.c.platform, other.c.platform_user_id, other.c.handle)
         .join(other, other.c.id == tips.c.recipient_account_id)
-        .where(tips.c.supporter_account_id == account_id, tips.c.state == "held")
+        .where(tips.c.supporter_account_id == account_id, is_held())
         .order_by(tips.c.expires_at, tips.c.id)
         .limit(WAITING_LISTED + 1)
     )
