@@ -56,6 +56,7 @@ from bot.notices import get_state, get_time, lock_state, opt_out, put_state, que
 from bot.replies import ReplyContext, reply_for
 from bot.x_api import Mention, PermanentError, RateLimited, TransientError, XApi, XApiError, XUser
 from escrow.db import transaction
+from escrow.decide import TipRequest, TipResult
 from escrow.flattrs import record_flattr
 from escrow.ledger import (
     Clock,
@@ -69,7 +70,7 @@ from escrow.ledger import (
 )
 from escrow.money import Money
 from escrow.schema import mentions, state
-from escrow.tips import TipRequest, TipResult, tip_many
+from escrow.tips import tip_many
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def _reply_context(
     recipients: Iterable[str] = (),
     amount: Money | None = None,
     available: Money | None = None,
+    needed: Money | None = None,
     detail: str = "",
 ) -> ReplyContext:
     base = ctx.settings.public_base_url.rstrip("/")
@@ -186,7 +188,7 @@ def _reply_context(
         recipients=tuple(recipients),
         amount=amount,
         available=available,
-        needed=amount,
+        needed=needed or amount,  # a tweet's whole need, when the decider gave it
         min_tip=ctx.settings.min_tip,
         max_tip=ctx.settings.max_tip,
         currency=ctx.settings.currency,
@@ -274,12 +276,14 @@ def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Deci
     outcomes: list[tuple[str, Outcome]] = []
     tips = 0
     available: Money | None = None
+    needed: Money | None = None
     for handle, slot in pending.slots:
         if isinstance(slot, Outcome):
             outcomes.append((handle, slot))
             continue
         result = results[slot]
         available = result.available
+        needed = result.needed or needed
         tips += 1 if result.applied and not result.replayed else 0
         outcomes.append((handle, _tip_outcome(result)))
     failure = next((o for _h, o in outcomes if o not in _SUCCESS), None)
@@ -287,7 +291,12 @@ def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Deci
         return _Decided(outcomes[0][1].value, tips=tips, flattrs=pending.flattrs)
     about = [h for h, o in outcomes if o == failure]
     reply = _reply_context(
-        ctx, pending.mention, recipients=about, amount=pending.command.amount, available=available
+        ctx,
+        pending.mention,
+        recipients=about,
+        amount=pending.command.amount,
+        available=available,
+        needed=needed,
     )
     return _Decided(
         failure.value, tips=tips, flattrs=pending.flattrs, reply=reply, reply_outcome=failure

@@ -17,12 +17,21 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
+from escrow.decide import (
+    Account,
+    Book,
+    NewTip,
+    PriorTip,
+    TipRequest,
+    TipResult,
+    decide_tips,
+    with_tip_ids,
+)
 from escrow.ledger import (
     FEES,
     Identity,
     LedgerError,
     Policy,
-    TipStatus,
     Transfer,
     allocate_ids,
     apply_transfers,
@@ -39,44 +48,6 @@ from escrow.ledger import (
 )
 from escrow.money import Money
 from escrow.schema import TipState, tips, transfers
-
-
-@dataclass(frozen=True)
-class TipResult:
-    status: TipStatus
-    amount: Money
-    available: Money  # the supporter's available balance after the tip (or as it stands)
-    tip_id: int | None = None
-    fee: Money | None = None
-    expires_at: datetime | None = None
-    replayed: bool = False
-    supporter_ever_funded: bool = True
-
-    @property
-    def applied(self) -> bool:
-        return self.status in (TipStatus.POSTED, TipStatus.HELD)
-
-
-@dataclass(frozen=True)
-class TipRequest:
-    supporter: Identity
-    recipient: Identity
-    amount: Money
-    source: str
-    kind: str = "tip"
-
-
-def _replay(policy: Policy, row: Row[Any], available_minor: int) -> TipResult:
-    status = TipStatus.HELD if row.hold_transfer_id is not None else TipStatus.POSTED
-    return TipResult(
-        status=status,
-        amount=policy.money(row.amount_minor),
-        available=policy.money(available_minor),
-        tip_id=row.id,
-        fee=policy.money(row.fee_minor),
-        expires_at=row.expires_at,
-        replayed=True,
-    )
 
 
 def tip(
@@ -97,13 +68,12 @@ def tip(
 def tip_many(
     conn: Connection, policy: Policy, requests: Sequence[TipRequest], now: datetime
 ) -> list[TipResult]:
-    """Apply `requests` in order, exactly as many calls of `tip` would, in a few statements.
+    """Apply `requests` in order, as `escrow.decide.decide_tips` decides them.
 
     The listener applies a whole page of mentions at once: the accounts of every request are
-    created and locked together (id order), balances are tracked in memory as the requests
-    are decided one after another, and the rows go in as bulk inserts. A request whose
-    (source, recipient) exists already, in the database or earlier in the same batch, is a
-    replay that moves nothing.
+    created and locked together (id order), the decider works on their balances in memory,
+    and the rows go in as bulk inserts. A request whose (source, recipient) exists already,
+    in the database or earlier in the same batch, is a replay that moves nothing.
     """
     for r in requests:
         policy.check(r.amount)
@@ -112,159 +82,103 @@ def tip_many(
     if not requests:
         return []
     bind_currency(conn, policy.currency, now)
+    book = _load_book(conn, requests, now)
+    decisions = decide_tips(requests, book, policy, now)
+    tip_ids = _write_tips(conn, decisions.new, now)
+    return with_tip_ids(decisions, tip_ids)
 
+
+def _load_book(conn: Connection, requests: Sequence[TipRequest], now: datetime) -> Book:
+    """The accounts of `requests` (recipients of funded supporters created), locked, and
+    the tips of their sources applied before."""
     payers = find_accounts(conn, [r.supporter for r in requests])
-    funded = [r for r in requests if (r.supporter.platform, r.supporter.user_id) in payers]
+    # Who can pay: a supporter with an account, or one this batch creates as a recipient
+    # of someone who can (a tip earlier in the batch may fund them, as one by one).
+    paying = set(payers)
+    while True:
+        funded = [r for r in requests if (r.supporter.platform, r.supporter.user_id) in paying]
+        more = {(r.recipient.platform, r.recipient.user_id) for r in funded} - paying
+        if not more:
+            break
+        paying |= more
     ids = ensure_accounts(conn, [r.recipient for r in funded], now)
     ids.update({k: int(row.id) for k, row in payers.items()})
-    fees_id = system_account(conn, FEES)
-    locked = lock_accounts(conn, [*ids.values(), fees_id])
-    balance = {aid: available(row) for aid, row in locked.items()}
-    credited = {aid: int(row.credits_posted) for aid, row in locked.items()}
-
-    def key(r: TipRequest) -> tuple[str, int]:
-        return r.source, ids[(r.recipient.platform, r.recipient.user_id)]
-
+    locked = lock_accounts(conn, [*ids.values(), system_account(conn, FEES)])
+    accounts = {
+        aid: Account(aid, str(row.status), available(row), int(row.credits_posted))
+        for aid, row in locked.items()
+    }
     # Tips applied before, by (source, recipient). Asked by source alone, the leading column
     # of the unique index: a row-value IN list would be planned as a scan on PostgreSQL.
-    prior: dict[tuple[str, int], Row[Any]] = {}
-    keys = {key(r) for r in funded}
+    keys = {(r.source, ids[(r.recipient.platform, r.recipient.user_id)]) for r in funded}
     sources = sorted({source for source, _ in keys})
+    prior: dict[tuple[str, int], PriorTip] = {}
     for i in range(0, len(sources), 500):
         for row in conn.execute(
             select(tips).where(one_of(conn, tips.c.source_id, sources[i : i + 500]))
         ):
             if (row.source_id, row.recipient_account_id) in keys:
-                prior[(row.source_id, row.recipient_account_id)] = row
+                prior[(row.source_id, row.recipient_account_id)] = PriorTip(
+                    int(row.id),
+                    int(row.amount_minor),
+                    int(row.fee_minor),
+                    row.hold_transfer_id is not None,
+                    row.expires_at,
+                )
+    return Book(ids, accounts, prior)
 
-    # Decided results, or (index of the new tip, supporter's available then, is a replay).
-    results: list[TipResult | tuple[int, int, bool]] = []
-    new_rows: list[dict[str, Any]] = []
-    pending: dict[tuple[str, int], int] = {}  # new tips of this batch -> index in new_rows
-    for r in requests:
-        if (r.supporter.platform, r.supporter.user_id) == (
-            r.recipient.platform,
-            r.recipient.user_id,
-        ):
-            results.append(TipResult(TipStatus.SELF_TIP, r.amount, policy.money(0)))
-            continue
-        payer = payers.get((r.supporter.platform, r.supporter.user_id))
-        if payer is None:
-            # Nobody funded this supporter yet; creating an empty account would only add noise.
-            results.append(
-                TipResult(
-                    TipStatus.INSUFFICIENT_FUNDS,
-                    r.amount,
-                    policy.money(0),
-                    supporter_ever_funded=False,
-                )
+
+def _write_tips(conn: Connection, new: Sequence[NewTip], now: datetime) -> list[int]:
+    """Write the decided tips and their transfers; returns their tip ids, in order.
+
+    Ids first, so each tip is written once, already pointing at its hold, and every row
+    goes in by bulk insert (COPY on PostgreSQL).
+    """
+    tip_ids = allocate_ids(conn, tips, len(new))
+    fee_count = sum(1 for t in new if t.fee_minor)
+    transfer_ids = iter(allocate_ids(conn, transfers, len(new) + fee_count))
+    fees_id = system_account(conn, FEES)
+    batch: list[Transfer] = []
+    rows: list[dict[str, Any]] = []
+    for t, tid in zip(new, tip_ids, strict=True):
+        move_id = next(transfer_ids)
+        kind = "hold" if t.held else "tip"
+        batch.append(
+            Transfer(
+                t.supporter_id,
+                t.recipient_id,
+                t.amount_minor,
+                kind,
+                expires_at=t.expires_at,
+                tip_id=tid,
+                id=move_id,
             )
-            continue
-        payer_id = int(payer.id)
-        k = key(r)
-        if k in prior:
-            results.append(_replay(policy, prior[k], balance[payer_id]))
-            continue
-        if k in pending:  # the same tip earlier in this batch: a replay
-            results.append((pending[k], balance[payer_id], True))
-            continue
-        creator = locked[k[1]]
-        minor = r.amount.minor
-        if creator.status == "refusing":
-            status = TipStatus.REFUSING_RECIPIENT
-            results.append(TipResult(status, r.amount, policy.money(balance[payer_id])))
-            continue
-        if balance[payer_id] < minor:
-            results.append(
-                TipResult(
-                    TipStatus.INSUFFICIENT_FUNDS,
-                    r.amount,
-                    policy.money(balance[payer_id]),
-                    supporter_ever_funded=credited[payer_id] > 0,
-                )
+        )
+        if t.fee_minor:
+            fee_id = next(transfer_ids)
+            batch.append(
+                Transfer(t.recipient_id, fees_id, t.fee_minor, "fee", tip_id=tid, id=fee_id)
             )
-            continue
-        held = creator.status != "claimed"
-        balance[payer_id] -= minor
-        if not held:
-            credited[k[1]] += minor
-            balance[k[1]] += minor - policy.fee(minor)
-        pending[k] = len(new_rows)
-        new_rows.append(
+        rows.append(
             {
-                "source_id": r.source,
-                "supporter_account_id": payer_id,
-                "recipient_account_id": k[1],
-                "kind": r.kind,
-                "amount_minor": minor,
-                "fee_minor": 0 if held else policy.fee(minor),
-                "state": TipState.POSTED,  # or held, once its hold has an id (below)
-                "expires_at": now + policy.hold_period if held else None,
+                "id": tid,
+                "source_id": t.source,
+                "supporter_account_id": t.supporter_id,
+                "recipient_account_id": t.recipient_id,
+                "kind": t.kind,
+                "amount_minor": t.amount_minor,
+                "fee_minor": t.fee_minor,
+                "state": TipState.HELD if t.held else TipState.POSTED,
+                "hold_transfer_id": move_id if t.held else None,
+                "expires_at": t.expires_at,
                 "created_at": now,
             }
         )
-        results.append((pending[k], balance[payer_id], False))
-
-    # Ids first, so each tip is written once, already pointing at its hold, and every
-    # row goes in by bulk insert (COPY on PostgreSQL).
-    tip_ids = allocate_ids(conn, tips, len(new_rows))
-    fee_count = sum(1 for new in new_rows if new["expires_at"] is None and new["fee_minor"])
-    transfer_ids = iter(allocate_ids(conn, transfers, len(new_rows) + fee_count))
-    batch: list[Transfer] = []
-    for new, tid in zip(new_rows, tip_ids, strict=True):
-        payer, creator, minor = (
-            new["supporter_account_id"],
-            new["recipient_account_id"],
-            new["amount_minor"],
-        )
-        new["id"] = tid
-        if new["expires_at"] is not None:
-            hold_id = next(transfer_ids)
-            batch.append(
-                Transfer(
-                    payer,
-                    creator,
-                    minor,
-                    "hold",
-                    expires_at=new["expires_at"],
-                    tip_id=tid,
-                    id=hold_id,
-                )
-            )
-            new["state"], new["hold_transfer_id"] = TipState.HELD, hold_id
-            continue
-        new["hold_transfer_id"] = None
-        batch.append(Transfer(payer, creator, minor, "tip", tip_id=tid, id=next(transfer_ids)))
-        if new["fee_minor"]:
-            batch.append(
-                Transfer(
-                    creator, fees_id, new["fee_minor"], "fee", tip_id=tid, id=next(transfer_ids)
-                )
-            )
     # One counter UPDATE per account carries the batch's net movement, so a creator paid
     # earlier in the batch may spend it on a later hold without tripping the CHECK.
     apply_transfers(conn, batch, now)
-    bulk_insert(conn, tips, new_rows)
-
-    out: list[TipResult] = []
-    for result in results:
-        if isinstance(result, TipResult):
-            out.append(result)
-            continue
-        index, available_then, replayed = result
-        new = new_rows[index]
-        out.append(
-            TipResult(
-                status=TipStatus.HELD if new["expires_at"] is not None else TipStatus.POSTED,
-                amount=policy.money(new["amount_minor"]),
-                available=policy.money(available_then),
-                tip_id=tip_ids[index],
-                fee=policy.money(new["fee_minor"]),
-                expires_at=new["expires_at"],
-                replayed=replayed,
-            )
-        )
-    return out
+    bulk_insert(conn, tips, rows)
+    return tip_ids
 
 
 def void_holds(
