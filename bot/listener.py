@@ -12,7 +12,7 @@ first. Per mention:
 - an explicit amount is a tip to each recipient (kind "tip", source = the original tweet
   id), applied for a whole chunk by one `escrow.tips.tip_many` call, which decides exactly
   as one `tip` call per recipient in tweet order would; no amount is a flattr
-  (`escrow.flattrs.record_flattr`: a share paid at settlement); `help` gets a help reply
+  (`escrow.flattrs.record_flattrs`: a share paid at settlement); `help` gets a help reply
   and `stop` opts the author out of creator notices (and gets a short confirmation);
 - a tip to oneself (by user id) is `self_tip`, to the bot's user id `bot_tip`; a supporter
   nobody ever funded is `unknown_supporter`, one without enough money `insufficient_funds`;
@@ -57,7 +57,7 @@ from bot.replies import ReplyContext, reply_for
 from bot.x_api import Mention, PermanentError, RateLimited, TransientError, XApi, XApiError, XUser
 from escrow.db import transaction
 from escrow.decide import TipRequest, TipResult
-from escrow.flattrs import record_flattr
+from escrow.flattrs import record_flattrs
 from escrow.ledger import (
     Clock,
     Identity,
@@ -234,6 +234,7 @@ def _plan_tips(
 ) -> _Pending:
     supporter = Identity.x(mention.author_id, mention.author_username)
     pending = _Pending(mention, command, [])
+    flattred: list[tuple[int, Identity]] = []  # (slot, recipient) of each share to record
     for handle, user_id in _resolve(ctx, mention, command):
         if user_id is None:
             pending.slots.append((handle, Outcome.unknown_recipient))
@@ -249,13 +250,24 @@ def _plan_tips(
             pending.slots.append((handle, len(requests)))
             requests.append(TipRequest(supporter, recipient, command.amount, mention.original_id))
             continue
-        # No money moves now: the share is paid from the supporter's budget at settlement.
-        flattr = record_flattr(
-            conn, ctx.policy, supporter, recipient, mention.created_at, mention.original_id, now
+        flattred.append((len(pending.slots), recipient))
+        pending.slots.append((handle, Outcome.flattred))  # until its share is recorded
+    if flattred:
+        # No money moves now: the shares are paid from the supporter's budget at settlement.
+        # One call for the tweet's shares: all of them are recorded together or none.
+        results = record_flattrs(
+            conn,
+            ctx.policy,
+            supporter,
+            [recipient for _, recipient in flattred],
+            mention.created_at,
+            mention.original_id,
+            now,
         )
-        outcome = _FLATTR_OUTCOMES.get(str(flattr.status), Outcome.already_flattred)
-        pending.flattrs += 1 if outcome == Outcome.flattred and not flattr.replayed else 0
-        pending.slots.append((handle, outcome))
+        for (slot, _), flattr in zip(flattred, results, strict=True):
+            outcome = _FLATTR_OUTCOMES.get(str(flattr.status), Outcome.already_flattred)
+            pending.flattrs += 1 if outcome == Outcome.flattred and not flattr.replayed else 0
+            pending.slots[slot] = (pending.slots[slot][0], outcome)
     return pending
 
 

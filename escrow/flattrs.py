@@ -16,6 +16,7 @@ Decisions where the brief left room:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -133,58 +134,113 @@ def record_flattr(
     gets the share (they may fund it before the month ends). Creates the recipient's
     account, as a tip would.
     """
+    (result,) = record_flattrs(conn, policy, supporter, [recipient], tweet_created_at, source, now)
+    return result
+
+
+def record_flattrs(
+    conn: Connection,
+    policy: Policy,
+    supporter: Identity,
+    recipients: Sequence[Identity],
+    tweet_created_at: datetime,
+    source: str,
+    now: datetime,
+) -> list[FlattrResult]:
+    """Record the shares of one tweet that flattrs several creators: one decision.
+
+    The supporter and every recipient are locked together (id order) before any share is
+    looked at, and all the tweet's shares land in the same month under that lock, so a
+    settlement sees all of them or none. Each recipient's result follows `record_flattr`.
+    """
     period = period_of(tweet_created_at)
     if not source:
         raise LedgerError("a flattr needs its source (the tweet id) to be idempotent")
-    if (supporter.platform, supporter.user_id) == (recipient.platform, recipient.user_id):
-        return FlattrResult(FlattrStatus.SELF_TIP, period)
     found = find_account(conn, supporter)
-    if found is None:
-        return FlattrResult(FlattrStatus.UNKNOWN_SUPPORTER, period)
+    me = (supporter.platform, supporter.user_id)
+    others = [r for r in recipients if (r.platform, r.user_id) != me]
+    if found is None or not others:
+        status = FlattrStatus.UNKNOWN_SUPPORTER if found is None else FlattrStatus.SELF_TIP
+        return [
+            FlattrResult(FlattrStatus.SELF_TIP if (r.platform, r.user_id) == me else status, period)
+            for r in recipients
+        ]
     supporter_id = int(found.id)
     run = _run_of(conn, period)
-    recipient_id = ensure_account(conn, recipient, now)
+    ids = {(r.platform, r.user_id): ensure_account(conn, r, now) for r in others}
     # The supporter's lock orders this flattr against their settlement (which locks them
-    # before reading their shares): the share lands either before it or in a later month.
-    locked = lock_accounts(conn, [supporter_id, recipient_id])
-
-    def existing(month: str) -> Any:
-        return conn.execute(
-            select(shares.c.id, shares.c.source_id).where(
-                shares.c.period == month,
-                shares.c.supporter_account_id == supporter_id,
-                shares.c.recipient_account_id == recipient_id,
-            )
-        ).one_or_none()
-
-    row = existing(period)
-    if row is not None and row.source_id == source:
-        return FlattrResult(FlattrStatus.RECORDED, period, int(row.id), replayed=True)
-    if locked[recipient_id].status == "refusing":
-        return FlattrResult(FlattrStatus.REFUSING_RECIPIENT, period)
+    # before reading their shares): the shares land either before it or in a later month.
+    locked = lock_accounts(conn, [supporter_id, *ids.values()])
     if _month_is_closed(conn, run, period, supporter_id):
-        period = period_of(now)
-        row = existing(period)
+        later = period_of(now)
+    else:
+        later = period
+    return [
+        FlattrResult(FlattrStatus.SELF_TIP, period)
+        if (r.platform, r.user_id) == me
+        else _record_share(
+            conn,
+            _Share(supporter_id, ids[(r.platform, r.user_id)], source, tweet_created_at),
+            (period, later),
+            locked[ids[(r.platform, r.user_id)]].status == "refusing",
+            now,
+        )
+        for r in recipients
+    ]
+
+
+@dataclass(frozen=True)
+class _Share:
+    supporter_id: int
+    recipient_id: int
+    source: str
+    flattred_at: datetime
+
+
+def _existing_share(conn: Connection, share: _Share, month: str) -> Any:
+    return conn.execute(
+        select(shares.c.id, shares.c.source_id).where(
+            shares.c.period == month,
+            shares.c.supporter_account_id == share.supporter_id,
+            shares.c.recipient_account_id == share.recipient_id,
+        )
+    ).one_or_none()
+
+
+def _record_share(
+    conn: Connection, share: _Share, months: tuple[str, str], refusing: bool, now: datetime
+) -> FlattrResult:
+    """One recipient's share, its accounts locked: `months` is (the tweet's month, the
+    month it counts in: a later one when the tweet's month is closed to the supporter)."""
+    period, later = months
+    row = _existing_share(conn, share, period)
+    if row is not None and row.source_id == share.source:
+        return FlattrResult(FlattrStatus.RECORDED, period, int(row.id), replayed=True)
+    if refusing:
+        return FlattrResult(FlattrStatus.REFUSING_RECIPIENT, period)
+    if later != period:
+        period = later
+        row = _existing_share(conn, share, period)
     if row is None:
         conn.execute(
             _insert(conn, shares)
             .values(
                 period=period,
-                supporter_account_id=supporter_id,
-                recipient_account_id=recipient_id,
-                source_id=source,
+                supporter_account_id=share.supporter_id,
+                recipient_account_id=share.recipient_id,
+                source_id=share.source,
                 state="open",
-                flattred_at=tweet_created_at,
+                flattred_at=share.flattred_at,
                 created_at=now,
             )
             .on_conflict_do_nothing(
                 index_elements=["period", "supporter_account_id", "recipient_account_id"]
             )
         )
-        row = existing(period)
-        if row.source_id == source:
+        row = _existing_share(conn, share, period)
+        if row.source_id == share.source:
             return FlattrResult(FlattrStatus.RECORDED, period, int(row.id))
-    if row.source_id == source:
+    if row.source_id == share.source:
         return FlattrResult(FlattrStatus.RECORDED, period, int(row.id), replayed=True)
     return FlattrResult(FlattrStatus.ALREADY_FLATTRED, period, int(row.id))
 
