@@ -55,7 +55,7 @@ from bot.config import Settings
 from bot.notices import get_state, get_time, lock_state, opt_out, put_state, queue_reply
 from bot.replies import ReplyContext, reply_for
 from bot.x_api import Mention, PermanentError, RateLimited, TransientError, XApi, XApiError, XUser
-from escrow.db import transaction
+from escrow.db import bulk_insert, transaction
 from escrow.decide import TipRequest, TipResult
 from escrow.flattrs import record_flattrs
 from escrow.ledger import (
@@ -63,7 +63,6 @@ from escrow.ledger import (
     Identity,
     Policy,
     TipStatus,
-    bulk_insert,
     ensure_account,
     find_account,
     utcnow,

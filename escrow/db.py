@@ -16,11 +16,25 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Connection,
+    Engine,
+    any_,
+    cast,
+    create_engine,
+    event,
+    func,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -120,3 +134,146 @@ def connect(engine: Engine) -> Iterator[Connection]:
     """A connection in one transaction, committed on success (no retry: for reads and tests)."""
     with engine.begin() as conn:
         yield conn
+
+
+# --- the SQLite/PostgreSQL differences, in one place -------------------------------------
+
+
+def is_postgres(engine_or_conn: Engine | Connection) -> bool:
+    return engine_or_conn.dialect.name == "postgresql"
+
+
+def serializes_writers(conn: Connection) -> bool:
+    """True where a transaction is the only writer from its start (SQLite's BEGIN
+    IMMEDIATE), so row locks are moot; PostgreSQL locks rows and runs writers side by side."""
+    return is_sqlite(conn)
+
+
+def dialect_insert(conn: Connection, table: Any) -> Any:
+    """An INSERT that can take ON CONFLICT DO NOTHING / DO UPDATE (insert-ignore, upsert)."""
+    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
+
+
+def insert_ignore(conn: Connection, table: Any, *key: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING."""
+    return dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(key))
+
+
+def upsert(conn: Connection, table: Any, key: Sequence[str], values: dict[str, Any]) -> Any:
+    """INSERT `values` ... ON CONFLICT (key) DO UPDATE the other columns of `values`."""
+    return (
+        dialect_insert(conn, table)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=list(key), set_={k: v for k, v in values.items() if k not in key}
+        )
+    )
+
+
+def for_update(query: Any) -> Any:
+    """Lock the selected rows against every other writer and locker (FOR UPDATE)."""
+    return query.with_for_update()
+
+
+def for_no_key_update(query: Any, **of: Any) -> Any:
+    """Lock the selected rows as an UPDATE of non-key columns would (FOR NO KEY UPDATE on
+    PostgreSQL: foreign-key checks of rows that merely refer to them do not wait). SQLite
+    renders no lock: its writer is alone already."""
+    return query.with_for_update(key_share=True, **of)
+
+
+def for_key_share(query: Any) -> Any:
+    """The weakest row lock (FOR KEY SHARE): only a delete or a key change waits for it."""
+    return query.with_for_update(read=True, key_share=True)
+
+
+def skip_locked(query: Any, *, key_share: bool = False) -> Any:
+    """Lock the selected rows, skipping those another transaction holds (work queues)."""
+    return query.with_for_update(skip_locked=True, key_share=key_share)
+
+
+def next_id_sql(conn: Connection, table: Any) -> Any:
+    """PostgreSQL: an expression drawing the next id of `table` from its own sequence, for
+    set-based inserts that must know their ids before writing (`allocate_ids` on SQLite)."""
+    seq = conn.execute(
+        text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table.name}
+    ).scalar_one()
+    quoted = str(seq).replace("'", "''")
+    return literal_column(f"nextval('{quoted}')", BigInteger)
+
+
+def temp_table_name(conn: Connection, name: str) -> str:
+    """`name` qualified with the temporary schema, so no permanent table is ever meant."""
+    return f"{'pg_temp' if is_postgres(conn) else 'temp'}.{name}"
+
+
+def one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter instead of
+    one per value, which psycopg otherwise spends longer sending than the query runs."""
+    if is_postgres(conn):
+        return column == any_(cast(list(values), ARRAY(column.type)))
+    return column.in_(list(values))
+
+
+def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
+    """Reserve `count` new ids of `table` before inserting, so rows can point at each other.
+
+    PostgreSQL takes them from the table's sequence. SQLite has no sequence: the
+    transaction holds its one write lock (BEGIN IMMEDIATE), so max(id) + 1 onwards are
+    free until this transaction inserts them; allocate once per table per batch.
+    """
+    if count <= 0:
+        return []
+    if is_postgres(conn):
+        return [
+            int(i)
+            for i in conn.execute(
+                text(
+                    f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))"
+                    " FROM generate_series(1, :n)"
+                ),
+                {"n": count},
+            ).scalars()
+        ]
+    base = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
+    return list(range(base + 1, base + count + 1))
+
+
+def insert_returning_ids(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert `rows` and return their new ids, in the order of `rows`.
+
+    PostgreSQL batches INSERT ... RETURNING and sorts the ids back into order. SQLite would
+    insert row by row to keep that order, so there the ids are computed instead: the
+    transaction holds SQLite's one write lock (BEGIN IMMEDIATE), and an INTEGER PRIMARY KEY
+    without AUTOINCREMENT takes max(id) + 1, so one executemany takes consecutive ids.
+    """
+    if not rows:
+        return []
+    if not is_sqlite(conn):
+        return [
+            int(r.id)
+            for r in conn.execute(
+                table.insert().returning(table.c.id, sort_by_parameter_order=True), list(rows)
+            )
+        ]
+    base = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
+    conn.execute(table.insert(), list(rows))
+    last = int(conn.execute(select(func.max(table.c.id))).scalar_one())
+    if last - base != len(rows):
+        raise RuntimeError(f"{table.name}: expected {len(rows)} consecutive ids after {base}")
+    return list(range(base + 1, last + 1))
+
+
+def bulk_insert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows fast: COPY on PostgreSQL, executemany elsewhere. Same transaction."""
+    if not rows:
+        return
+    if not is_postgres(conn) or len(rows) < 64:
+        conn.execute(table.insert(), list(rows))
+        return
+    columns = list(rows[0])
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    names = ", ".join(columns)
+    with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])

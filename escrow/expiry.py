@@ -17,7 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
 
-from escrow.db import transaction
+from escrow.db import skip_locked, transaction
 from escrow.ledger import Policy, is_held
 from escrow.schema import accounts, tips
 from escrow.tips import void_holds
@@ -34,11 +34,12 @@ def expire_batch(conn: Connection, policy: Policy, now: datetime, batch: int) ->
     """Void up to `batch` due holds in this transaction."""
     due = list(
         conn.execute(
-            select(tips)
-            .where(is_held(), tips.c.expires_at <= now)
-            .order_by(tips.c.expires_at, tips.c.id)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
+            skip_locked(
+                select(tips)
+                .where(is_held(), tips.c.expires_at <= now)
+                .order_by(tips.c.expires_at, tips.c.id)
+                .limit(batch)
+            )
         )
     )
     if not due:
@@ -46,10 +47,10 @@ def expire_batch(conn: Connection, policy: Policy, now: datetime, batch: int) ->
     wanted = sorted({r.supporter_account_id for r in due} | {r.recipient_account_id for r in due})
     got = set(
         conn.execute(
-            select(accounts.c.id)
-            .where(accounts.c.id.in_(wanted))
-            .order_by(accounts.c.id)
-            .with_for_update(skip_locked=True, key_share=True)
+            skip_locked(
+                select(accounts.c.id).where(accounts.c.id.in_(wanted)).order_by(accounts.c.id),
+                key_share=True,
+            )
         ).scalars()
     )
     ready = [r for r in due if r.supporter_account_id in got and r.recipient_account_id in got]

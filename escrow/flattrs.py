@@ -24,11 +24,11 @@ from typing import Any
 
 from sqlalchemy import Connection, exists, select
 
+from escrow.db import dialect_insert, for_key_share, upsert
 from escrow.ledger import (
     Identity,
     LedgerError,
     Policy,
-    _insert,
     ensure_account,
     find_account,
     lock_accounts,
@@ -96,9 +96,9 @@ def _run_of(conn: Connection, period: str) -> Any:
     their totals, after their accounts, which is why this lock must not be stronger:
     FOR SHARE here, taken before the accounts, could deadlock with them."""
     return conn.execute(
-        select(settlement_runs.c.completed_at)
-        .where(settlement_runs.c.period == period)
-        .with_for_update(read=True, key_share=True)
+        for_key_share(
+            select(settlement_runs.c.completed_at).where(settlement_runs.c.period == period)
+        )
     ).one_or_none()
 
 
@@ -223,7 +223,7 @@ def _record_share(
         row = _existing_share(conn, share, period)
     if row is None:
         conn.execute(
-            _insert(conn, shares)
+            dialect_insert(conn, shares)
             .values(
                 period=period,
                 supporter_account_id=share.supporter_id,
@@ -256,14 +256,8 @@ def set_budget(
     if amount.currency != minimum.currency or minor < minimum.minor:
         raise LedgerError(f"a monthly budget must be at least {minimum}, not {amount}")
     account_id = ensure_account(conn, who, now)
-    conn.execute(
-        _insert(conn, budgets)
-        .values(account_id=account_id, monthly_budget_minor=minor, updated_at=now)
-        .on_conflict_do_update(
-            index_elements=["account_id"],
-            set_={"monthly_budget_minor": minor, "updated_at": now},
-        )
-    )
+    values = {"account_id": account_id, "monthly_budget_minor": minor, "updated_at": now}
+    conn.execute(upsert(conn, budgets, ["account_id"], values))
     return amount
 
 

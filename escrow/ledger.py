@@ -23,15 +23,12 @@ from typing import Any, TypeVar
 from typing import cast as typed
 
 from sqlalchemy import (
-    ARRAY,
     BigInteger,
     Connection,
     Row,
     and_,
-    any_,
     bindparam,
     case,
-    cast,
     func,
     literal,
     or_,
@@ -40,10 +37,17 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
+from escrow.db import (
+    bulk_insert,
+    dialect_insert,
+    for_no_key_update,
+    insert_returning_ids,
+    is_postgres,
+    one_of,
+)
 from escrow.money import Money, MoneyError, percent_floor_of
 from escrow.schema import TipState, UTCDateTime, accounts, deposits, state, tips, transfers
 
@@ -143,15 +147,11 @@ def held_for(creator_id: Any, table: Any = tips) -> ColumnElement[bool]:
 # --- accounts ---------------------------------------------------------------------------
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 def ensure_account(conn: Connection, who: Identity, now: datetime) -> int:
     """The account id for `who`, created unclaimed if new; refreshes the handle snapshot."""
     handle_key = who.handle.casefold() if who.handle else None
     stmt = (
-        _insert(conn, accounts)
+        dialect_insert(conn, accounts)
         .values(
             platform=who.platform,
             platform_user_id=who.user_id,
@@ -215,7 +215,7 @@ def ensure_accounts(
             for w in missing
         ]
         conn.execute(
-            _insert(conn, accounts).on_conflict_do_nothing(
+            dialect_insert(conn, accounts).on_conflict_do_nothing(
                 index_elements=["platform", "platform_user_id"]
             ),
             rows,
@@ -234,14 +234,6 @@ def ensure_accounts(
             stale,
         )
     return {k: int(r.id) for k, r in found.items()}
-
-
-def one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
-    """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter instead of
-    one per value, which psycopg otherwise spends longer sending than the query runs."""
-    if conn.dialect.name == "postgresql":
-        return column == any_(cast(list(values), ARRAY(column.type)))
-    return column.in_(list(values))
 
 
 def _identity_in(conn: Connection, keys: Sequence[tuple[str, str]]) -> Any:
@@ -295,7 +287,7 @@ def find_by_handle(conn: Connection, handle: str, platform: str = "x") -> Row[An
 def system_account(conn: Connection, name: str) -> int:
     """The id of a system account (`funding`, `payouts`, `fees`), created on first use."""
     stmt = (
-        _insert(conn, accounts)
+        dialect_insert(conn, accounts)
         .values(
             platform=SYSTEM,
             platform_user_id=name,
@@ -331,10 +323,9 @@ def lock_accounts(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
     if not wanted:
         return {}
     rows = conn.execute(
-        select(accounts)
-        .where(one_of(conn, accounts.c.id, wanted))
-        .order_by(accounts.c.id)
-        .with_for_update(key_share=True)
+        for_no_key_update(
+            select(accounts).where(one_of(conn, accounts.c.id, wanted)).order_by(accounts.c.id)
+        )
     ).all()
     return {int(r.id): r for r in rows}
 
@@ -344,7 +335,7 @@ def bind_currency(conn: Connection, code: str, now: datetime) -> None:
     row = conn.execute(select(state.c.value).where(state.c.key == "currency")).one_or_none()
     if row is None:
         conn.execute(
-            _insert(conn, state)
+            dialect_insert(conn, state)
             .values(key="currency", value=code, updated_at=now)
             .on_conflict_do_nothing(index_elements=["key"])
         )
@@ -512,70 +503,6 @@ def applying_transfer_set(conn: Connection, moves: Subquery, now: datetime) -> I
     )
 
 
-def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
-    """Reserve `count` new ids of `table` before inserting, so rows can point at each other.
-
-    PostgreSQL takes them from the table's sequence. SQLite has no sequence: the
-    transaction holds its one write lock (BEGIN IMMEDIATE), so max(id) + 1 onwards are
-    free until this transaction inserts them; allocate once per table per batch.
-    """
-    if count <= 0:
-        return []
-    if conn.dialect.name == "postgresql":
-        return [
-            int(i)
-            for i in conn.execute(
-                text(
-                    f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))"
-                    " FROM generate_series(1, :n)"
-                ),
-                {"n": count},
-            ).scalars()
-        ]
-    base = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
-    return list(range(base + 1, base + count + 1))
-
-
-def insert_returning_ids(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert `rows` and return their new ids, in the order of `rows`.
-
-    PostgreSQL batches INSERT ... RETURNING and sorts the ids back into order. SQLite would
-    insert row by row to keep that order, so there the ids are computed instead: the
-    transaction holds SQLite's one write lock (BEGIN IMMEDIATE), and an INTEGER PRIMARY KEY
-    without AUTOINCREMENT takes max(id) + 1, so one executemany takes consecutive ids.
-    """
-    if not rows:
-        return []
-    if conn.dialect.name != "sqlite":
-        return [
-            int(r.id)
-            for r in conn.execute(
-                table.insert().returning(table.c.id, sort_by_parameter_order=True), list(rows)
-            )
-        ]
-    base = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
-    conn.execute(table.insert(), list(rows))
-    last = int(conn.execute(select(func.max(table.c.id))).scalar_one())
-    if last - base != len(rows):
-        raise LedgerError(f"{table.name}: expected {len(rows)} consecutive ids after {base}")
-    return list(range(base + 1, last + 1))
-
-
-def bulk_insert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert many rows fast: COPY on PostgreSQL, executemany elsewhere. Same transaction."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql" or len(rows) < 64:
-        conn.execute(table.insert(), list(rows))
-        return
-    columns = list(rows[0])
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    names = ", ".join(columns)
-    with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
-
-
 def _move_counters(conn: Connection, deltas: list[tuple[int, dict[str, int]]]) -> None:
     """Add `deltas` to the account counters, in account id order (the lock order).
 
@@ -583,7 +510,7 @@ def _move_counters(conn: Connection, deltas: list[tuple[int, dict[str, int]]]) -
     a claim), and an index includes it, so touching it would make every counter move an
     index update.
     """
-    if conn.dialect.name != "postgresql" or len(deltas) < 8:
+    if not is_postgres(conn) or len(deltas) < 8:
         conn.execute(
             _COUNTER_UPDATE,
             [{"aid": aid, **{f"d_{c}": d[c] for c in COUNTERS}} for aid, d in deltas],

@@ -70,7 +70,6 @@ from sqlalchemy import (
     exists,
     func,
     literal,
-    literal_column,
     null,
     select,
     text,
@@ -80,17 +79,26 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
-from escrow.db import is_sqlite, transaction
+from escrow.db import (
+    dialect_insert,
+    for_no_key_update,
+    for_update,
+    insert_ignore,
+    is_sqlite,
+    next_id_sql,
+    one_of,
+    serializes_writers,
+    temp_table_name,
+    transaction,
+)
 from escrow.flattrs import MIN_MONTHLY_BUDGET_MINOR, SettlementError, period_bounds, period_of
 from escrow.ledger import (
     FEES,
     Policy,
-    _insert,
     applying_transfer_set,
     available_of,
     bind_currency,
     lock_accounts,
-    one_of,
     system_account,
 )
 from escrow.schema import (
@@ -205,7 +213,7 @@ def _summary(row: Any, already: bool) -> SettlementSummary:
 
 def _run_row(conn: Connection, period: str, *, lock: bool = False) -> Any:
     query = select(settlement_runs).where(settlement_runs.c.period == period)
-    return conn.execute(query.with_for_update() if lock else query).one()
+    return conn.execute(for_update(query) if lock else query).one()
 
 
 def _has_open_shares(conn: Connection, period: str) -> bool:
@@ -218,9 +226,9 @@ def _begin(conn: Connection, policy: Policy, period: str, now: datetime) -> tupl
     bind_currency(conn, policy.currency, now)
     system_account(conn, FEES)
     conn.execute(
-        _insert(conn, settlement_runs)
-        .values(period=period, started_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["period"])
+        insert_ignore(conn, settlement_runs, "period").values(
+            period=period, started_at=now, updated_at=now
+        )
     )
     return _run_row(conn, period), _has_open_shares(conn, period)
 
@@ -232,7 +240,7 @@ def _lock_batch(conn: Connection, period: str, ids: Sequence[int], fees_id: int)
     while it waited (its supporter's lock held by `record_flattr`) may name a creator the
     statement's snapshot did not see: those few are locked after, by a second look.
     """
-    if is_sqlite(conn):  # BEGIN IMMEDIATE already serializes writers
+    if serializes_writers(conn):
         return
     recipients = select(shares.c.recipient_account_id).where(
         shares.c.period == period,
@@ -241,14 +249,15 @@ def _lock_batch(conn: Connection, period: str, ids: Sequence[int], fees_id: int)
     )
     locked = set(
         conn.execute(
-            select(accounts.c.id)
-            .where(
-                accounts.c.id.in_(ids)
-                | accounts.c.id.in_(recipients.scalar_subquery())
-                | (accounts.c.id == fees_id)
+            for_no_key_update(
+                select(accounts.c.id)
+                .where(
+                    accounts.c.id.in_(ids)
+                    | accounts.c.id.in_(recipients.scalar_subquery())
+                    | (accounts.c.id == fees_id)
+                )
+                .order_by(accounts.c.id)
             )
-            .order_by(accounts.c.id)
-            .with_for_update(key_share=True)
         ).scalars()
     )
     late = set(conn.execute(recipients.distinct()).scalars()) - locked
@@ -262,14 +271,16 @@ def _lock_parts(conn: Connection, supporters: Sequence[int], fees_id: int) -> No
     rather than deadlock."""
     creators = select(settle_parts.c.recipient_id).scalar_subquery()
     conn.execute(
-        select(accounts.c.id)
-        .where(
-            one_of(conn, accounts.c.id, supporters)
-            | accounts.c.id.in_(creators)
-            | (accounts.c.id == fees_id)
+        for_no_key_update(
+            select(accounts.c.id)
+            .where(
+                one_of(conn, accounts.c.id, supporters)
+                | accounts.c.id.in_(creators)
+                | (accounts.c.id == fees_id)
+            )
+            .order_by(accounts.c.id),
+            of=accounts,
         )
-        .order_by(accounts.c.id)
-        .with_for_update(of=accounts, key_share=True)
     ).all()
 
 
@@ -422,7 +433,7 @@ def _settle_batch(
     with applying_transfer_set(conn, _moves(policy, fees_id, now), now):
         _write_tips(conn, policy, now)
         _close_shares(conn, period, ids, now)
-        if not is_sqlite(conn):  # BEGIN IMMEDIATE already made this batch the only writer
+        if not serializes_writers(conn):  # else this batch is the only writer already
             _lock_parts(conn, ids, fees_id)
             if _went_stale(conn, period, ids):
                 raise _Raced(f"batch of {len(ids)} supporters from id {ids[0]} raced a change")
@@ -458,7 +469,7 @@ def _mark_supporters(
     budget = func.coalesce(budgets.c.monthly_budget_minor, default_budget_minor)
     avail = available_of(accounts.c)
     marked = conn.execute(
-        _insert(conn, settlements)
+        dialect_insert(conn, settlements)
         .from_select(
             [
                 "period",
@@ -543,11 +554,11 @@ def _split_into_parts(conn: Connection, policy: Policy, period: str, ids: Sequen
     )
     columns = ["share_id", "supporter_id", "recipient_id", "part", "outcome", "status", "fee"]
     rows = [ordered.c[name] for name in columns]
-    if not is_sqlite(conn):
+    if not serializes_writers(conn):  # ids from the sequences, drawn as rows go in
         columns += ["tip_id", "transfer_id", "fee_transfer_id"]
         rows += _sequence_ids(conn, ordered.c.outcome, ordered.c.fee)
     conn.execute(settle_parts.insert().from_select(columns, select(*rows)))
-    if is_sqlite(conn):
+    if serializes_writers(conn):
         _assign_ids(conn)
 
 
@@ -639,13 +650,8 @@ def _sequence_ids(conn: Connection, outcome: Any, fee: Any) -> list[Any]:
     hold (no second write of every tip). They come from the tables' own sequences, so
     concurrent inserts elsewhere never collide with them.
     """
-    tips_seq, transfers_seq = conn.execute(
-        text(
-            "SELECT pg_get_serial_sequence('tips', 'id'), pg_get_serial_sequence('transfers', 'id')"
-        )
-    ).one()
-    next_tip = literal_column(f"nextval('{_quoted(tips_seq)}')", BigInteger)
-    next_transfer = literal_column(f"nextval('{_quoted(transfers_seq)}')", BigInteger)
+    next_tip = next_id_sql(conn, tips)
+    next_transfer = next_id_sql(conn, transfers)
     moves = outcome.in_((Outcome.POSTED, Outcome.HELD))
     return [
         case((moves, next_tip), else_=null()),
@@ -689,13 +695,7 @@ def _assign_ids(conn: Connection) -> None:
 
 
 def _drop_parts(conn: Connection) -> None:
-    # Named with its temporary schema, so no permanent table could ever be dropped.
-    schema = "pg_temp" if conn.dialect.name == "postgresql" else "temp"
-    conn.execute(text(f"DROP TABLE IF EXISTS {schema}.settle_parts"))
-
-
-def _quoted(name: str) -> str:
-    return name.replace("'", "''")
+    conn.execute(text(f"DROP TABLE IF EXISTS {temp_table_name(conn, 'settle_parts')}"))
 
 
 def _record_totals(conn: Connection, period: str, supporters: int, now: datetime) -> int:

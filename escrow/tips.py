@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
+from escrow.db import allocate_ids, bulk_insert, one_of
 from escrow.decide import (
     Account,
     Book,
@@ -33,17 +34,14 @@ from escrow.ledger import (
     LedgerError,
     Policy,
     Transfer,
-    allocate_ids,
     apply_transfers,
     available,
     bind_currency,
-    bulk_insert,
     ensure_accounts,
     find_account,
     find_accounts,
     is_held,
     lock_accounts,
-    one_of,
     system_account,
 )
 from escrow.money import Money
