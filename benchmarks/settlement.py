@@ -275,7 +275,7 @@ def run_settlement_benchmark(
         if check:
             engine = make_engine(scratch)
             with engine.connect() as conn:
-                result["ledger_problems"] = check_ledger(conn)
+                result["ledger_problems"] = [p.message for p in check_ledger(conn)]
             engine.dispose()
         return result
 

@@ -637,7 +637,7 @@ def audit(st: Stage, n: Narrator) -> None:
     expect(total == deposits, "the balances do not add up to the deposits")
     n.say("$ tipjar audit")
     problems = st.ledger.check_ledger()
-    expect(problems == [], "the audit found problems: " + "; ".join(problems))
+    expect(problems == [], "the audit found problems: " + "; ".join(map(str, problems)))
     n.block(st.cli(audit_cmd))
 
 

@@ -4,7 +4,8 @@ The account counters are a cache; the transfers are the truth. `check_ledger` re
 every counter from the transfers, checks that debits equal credits (posted and pending),
 that no account that must not overdraw has, that every hold was resolved at most once,
 with its own amount and accounts, and never posted after it expired, and that each tip's
-state agrees with its transfers. It returns problems as data; an empty list is a clean
+state agrees with its transfers. It returns problems as data (`LedgerProblem`: kind, the
+account, transfer or tip concerned, a message); an empty list is a clean
 ledger. Everything is computed in SQL, so memory does not grow with the ledger; the
 statements are built once per process.
 """
@@ -12,6 +13,8 @@ statements are built once per process.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -25,12 +28,46 @@ POSTED_KINDS = ("deposit", "tip", "fee", "post", "payout")
 MAX_LISTED = 20  # per kind of problem; a broken ledger should not flood the terminal
 
 
+class ProblemKind(StrEnum):
+    UNBALANCED = "unbalanced"  # debits and credits of all accounts differ
+    COUNTERS = "counters"  # an account's counters differ from its transfers
+    OVERDRAWN = "overdrawn"
+    MISMATCHED_RESOLUTION = "mismatched_resolution"  # a post/void unlike its hold
+    RESOLVED_TWICE = "resolved_twice"
+    POSTED_AFTER_EXPIRY = "posted_after_expiry"
+    TIP_VS_HOLD = "tip_vs_hold"  # a tip's state disagrees with its hold's resolution
+    TIP_UNPAID = "tip_unpaid"  # a posted tip without its transfer
+
+
+@dataclass(frozen=True)
+class LedgerProblem:
+    """One inconsistency, as data: what kind, what it concerns, and a sentence for people."""
+
+    kind: ProblemKind
+    message: str
+    account_id: int | None = None
+    transfer_id: int | None = None
+    tip_id: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "kind": str(self.kind),
+            "message": self.message,
+            "account_id": self.account_id,
+            "transfer_id": self.transfer_id,
+            "tip_id": self.tip_id,
+        }
+
+
 def _label(row: Any) -> str:
     return f"account {row.id} ({row.platform}:{row.platform_user_id})"
 
 
 @cache
-def _checks() -> list[tuple[Select[Any], Callable[[Any], str]]]:
+def _checks() -> list[tuple[Select[Any], Callable[[Any], LedgerProblem]]]:
     """(statement, how to describe each row it returns): every row returned is a problem."""
     t = transfers
     res = aliased(transfers)
@@ -129,29 +166,60 @@ def _checks() -> list[tuple[Select[Any], Callable[[Any], str]]]:
     return [
         (
             counters.limit(MAX_LISTED),
-            lambda r: (
+            lambda r: LedgerProblem(
+                ProblemKind.COUNTERS,
                 f"{_label(r)} counters (dp={r.debits_posted}, cp={r.credits_posted},"
                 f" dq={r.debits_pending}, cq={r.credits_pending}) differ from its transfers"
-                f" (dp={r.dp}, cp={r.cp}, dq={r.dq}, cq={r.cq})"
+                f" (dp={r.dp}, cp={r.cp}, dq={r.dq}, cq={r.cq})",
+                account_id=r.id,
             ),
         ),
-        (overdrawn.limit(MAX_LISTED), lambda r: f"{_label(r)} has a negative available balance"),
+        (
+            overdrawn.limit(MAX_LISTED),
+            lambda r: LedgerProblem(
+                ProblemKind.OVERDRAWN,
+                f"{_label(r)} has a negative available balance",
+                account_id=r.id,
+            ),
+        ),
         (
             mismatched.limit(MAX_LISTED),
-            lambda r: (
-                f"transfer {r.id} ({r.kind}) does not match the hold {r.pending_id} it resolves"
+            lambda r: LedgerProblem(
+                ProblemKind.MISMATCHED_RESOLUTION,
+                f"transfer {r.id} ({r.kind}) does not match the hold {r.pending_id} it resolves",
+                transfer_id=r.id,
             ),
         ),
-        (twice.limit(MAX_LISTED), lambda r: f"hold {r.pending_id} was resolved {r.n} times"),
+        (
+            twice.limit(MAX_LISTED),
+            lambda r: LedgerProblem(
+                ProblemKind.RESOLVED_TWICE,
+                f"hold {r.pending_id} was resolved {r.n} times",
+                transfer_id=r.pending_id,
+            ),
+        ),
         (
             late.limit(MAX_LISTED),
-            lambda r: f"hold {r.pending_id} was posted (transfer {r.id}) after it expired",
+            lambda r: LedgerProblem(
+                ProblemKind.POSTED_AFTER_EXPIRY,
+                f"hold {r.pending_id} was posted (transfer {r.id}) after it expired",
+                transfer_id=r.id,
+            ),
         ),
         (
             tip_vs_hold.limit(MAX_LISTED),
-            lambda r: f"tip {r.id} is {r.state} but its hold's resolution is {r.rk or 'none'}",
+            lambda r: LedgerProblem(
+                ProblemKind.TIP_VS_HOLD,
+                f"tip {r.id} is {r.state} but its hold's resolution is {r.rk or 'none'}",
+                tip_id=r.id,
+            ),
         ),
-        (unpaid.limit(MAX_LISTED), lambda r: f"tip {r.id} was posted without its transfer"),
+        (
+            unpaid.limit(MAX_LISTED),
+            lambda r: LedgerProblem(
+                ProblemKind.TIP_UNPAID, f"tip {r.id} was posted without its transfer", tip_id=r.id
+            ),
+        ),
     ]
 
 
@@ -165,14 +233,23 @@ def _totals() -> Select[Any]:
     )
 
 
-def check_ledger(conn: Connection) -> list[str]:
+def check_ledger(conn: Connection) -> list[LedgerProblem]:
     """Every inconsistency between the counters, the transfers and the tips; [] is clean."""
-    problems: list[str] = []
+    problems: list[LedgerProblem] = []
     debits, credits, debits_pending, credits_pending = conn.execute(_totals()).one()
     if debits != credits:
-        problems.append(f"posted debits {debits} != posted credits {credits}")
+        problems.append(
+            LedgerProblem(
+                ProblemKind.UNBALANCED, f"posted debits {debits} != posted credits {credits}"
+            )
+        )
     if debits_pending != credits_pending:
-        problems.append(f"pending debits {debits_pending} != pending credits {credits_pending}")
+        problems.append(
+            LedgerProblem(
+                ProblemKind.UNBALANCED,
+                f"pending debits {debits_pending} != pending credits {credits_pending}",
+            )
+        )
     for statement, describe in _checks():
         problems.extend(describe(row) for row in conn.execute(statement))
     return problems

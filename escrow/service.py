@@ -64,7 +64,7 @@ class Ledger:
             self.engine, self.policy, now or self.clock(), batch, progress=progress
         )
 
-    def check_ledger(self) -> list[str]:
+    def check_ledger(self) -> list[audit.LedgerProblem]:
         with self.engine.connect() as conn:
             return audit.check_ledger(conn)
 

@@ -307,7 +307,14 @@ def audit(ctx: Context, as_json: bool) -> None:
     """
     problems = ctx.ledger.check_ledger()
     if as_json:
-        emit_json({"ok": not problems, "problems": problems})
+        emit_json(
+            {
+                "ok": not problems,
+                "problems": [p.message for p in problems],
+                # The same problems as data: kind and the account/transfer/tip concerned.
+                "details": [p.as_json() for p in problems],
+            }
+        )
     elif problems:
         for p in problems:
             click.echo(f"problem: {p}")

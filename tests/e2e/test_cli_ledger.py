@@ -180,11 +180,14 @@ def test_the_audit_passes_on_a_sound_ledger_and_fails_on_a_tampered_one(upgraded
     tampered = upgraded("audit", "--json")
 
     assert sound.returncode == 0
-    assert json.loads(sound.stdout) == {"ok": True, "problems": []}
+    assert json.loads(sound.stdout) == {"ok": True, "problems": [], "details": []}
     assert tampered.returncode == 1
     report = json.loads(tampered.stdout)
     assert report["ok"] is False
     assert any("differ from its transfers" in p for p in report["problems"])
+    # The same problems as data, in the same order: the kind and the account concerned.
+    assert [d["message"] for d in report["details"]] == report["problems"]
+    assert any(d["kind"] == "counters" and d["account_id"] for d in report["details"])
 
 
 def test_check_config_names_every_broken_key_at_once(tipjar):

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, Table, func, select, text, update
 
 from escrow import claims
 from escrow import tips as tips_module
-from escrow.audit import check_ledger
+from escrow.audit import ProblemKind, check_ledger
 from escrow.ledger import Clock, Identity, LedgerError, Policy, TipStatus, find_account
 from escrow.money import Money, MoneyError
 from escrow.reports import escrow_balances, holds_for
@@ -471,8 +471,10 @@ def test_the_audit_finds_a_counter_changed_behind_the_ledgers_back(ledger, engin
         )
 
     problems = ledger.check_ledger()
-    assert any("posted debits 1000 != posted credits 1001" in p for p in problems)
-    assert any("x:1" in p and "differ from its transfers" in p for p in problems)
+    assert any("posted debits 1000 != posted credits 1001" in p.message for p in problems)
+    assert any("x:1" in p.message and "differ from its transfers" in p.message for p in problems)
+    assert {p.kind for p in problems} >= {ProblemKind.UNBALANCED, ProblemKind.COUNTERS}
+    assert any(p.kind == ProblemKind.COUNTERS and p.account_id is not None for p in problems)
 
 
 def test_the_audit_finds_a_tip_whose_state_disagrees_with_its_hold(ledger, engine):
@@ -486,6 +488,8 @@ def test_the_audit_finds_a_tip_whose_state_disagrees_with_its_hold(ledger, engin
             .values(state="voided", resolution="expired")
         )
 
-    assert ledger.check_ledger() == [
+    problems = ledger.check_ledger()
+    assert [p.message for p in problems] == [
         f"tip {held.tip_id} is voided but its hold's resolution is none"
     ]
+    assert [(p.kind, p.tip_id) for p in problems] == [(ProblemKind.TIP_VS_HOLD, held.tip_id)]
