@@ -66,13 +66,10 @@ def _label(row: Any) -> str:
     return f"account {row.id} ({row.platform}:{row.platform_user_id})"
 
 
-@cache
-def _checks() -> list[tuple[Select[Any], Callable[[Any], LedgerProblem]]]:
-    """(statement, how to describe each row it returns): every row returned is a problem."""
+def _counter_drift() -> Select[Any]:
+    """The accounts whose counters differ from what their transfers add up to."""
     t = transfers
     res = aliased(transfers)
-    hold = aliased(transfers)
-    resolution = aliased(transfers)
     unresolved = ~select(res.c.id).where(res.c.pending_id == t.c.id).exists()
     posted = t.c.kind.in_(POSTED_KINDS)
     pending = and_(t.c.kind == "hold", unresolved)
@@ -110,6 +107,47 @@ def _checks() -> list[tuple[Select[Any], Callable[[Any], LedgerProblem]]]:
             )
         )
     )
+    return counters
+
+
+def _tip_drift() -> tuple[Select[Any], Select[Any]]:
+    """Tips whose state disagrees with their hold's resolution; posted tips never paid."""
+    t = transfers
+    resolution = aliased(transfers)
+    tip_vs_hold = (
+        select(tips.c.id, tips.c.state, resolution.c.kind.label("rk"))
+        .outerjoin(resolution, resolution.c.pending_id == tips.c.hold_transfer_id)
+        .where(
+            tips.c.hold_transfer_id.is_not(None),
+            or_(
+                and_(is_held(), resolution.c.id.is_not(None)),
+                and_(
+                    tips.c.state == TipState.VOIDED,
+                    or_(resolution.c.kind.is_(None), resolution.c.kind != "void"),
+                ),
+                and_(
+                    tips.c.state == TipState.POSTED,
+                    or_(resolution.c.kind.is_(None), resolution.c.kind != "post"),
+                ),
+            ),
+        )
+    )
+    unpaid = select(tips.c.id).where(
+        tips.c.hold_transfer_id.is_(None),
+        or_(
+            tips.c.state != TipState.POSTED,
+            ~select(t.c.id).where(t.c.tip_id == tips.c.id, t.c.kind == "tip").exists(),
+        ),
+    )
+    return tip_vs_hold, unpaid
+
+
+@cache
+def _checks() -> list[tuple[Select[Any], Callable[[Any], LedgerProblem]]]:
+    """(statement, how to describe each row it returns): every row returned is a problem."""
+    t = transfers
+    hold = aliased(transfers)
+    counters = _counter_drift()
     overdrawn = select(accounts).where(
         accounts.c.no_overdraft,
         available_of(accounts.c) < 0,
@@ -138,31 +176,7 @@ def _checks() -> list[tuple[Select[Any], Callable[[Any], LedgerProblem]]]:
         .join(hold, hold.c.id == t.c.pending_id)
         .where(t.c.kind == "post", t.c.created_at > hold.c.expires_at)
     )
-    tip_vs_hold = (
-        select(tips.c.id, tips.c.state, resolution.c.kind.label("rk"))
-        .outerjoin(resolution, resolution.c.pending_id == tips.c.hold_transfer_id)
-        .where(
-            tips.c.hold_transfer_id.is_not(None),
-            or_(
-                and_(is_held(), resolution.c.id.is_not(None)),
-                and_(
-                    tips.c.state == TipState.VOIDED,
-                    or_(resolution.c.kind.is_(None), resolution.c.kind != "void"),
-                ),
-                and_(
-                    tips.c.state == TipState.POSTED,
-                    or_(resolution.c.kind.is_(None), resolution.c.kind != "post"),
-                ),
-            ),
-        )
-    )
-    unpaid = select(tips.c.id).where(
-        tips.c.hold_transfer_id.is_(None),
-        or_(
-            tips.c.state != TipState.POSTED,
-            ~select(t.c.id).where(t.c.tip_id == tips.c.id, t.c.kind == "tip").exists(),
-        ),
-    )
+    tip_vs_hold, unpaid = _tip_drift()
     return [
         (
             counters.limit(MAX_LISTED),

@@ -229,10 +229,9 @@ def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
             int(i)
             for i in conn.execute(
                 text(
-                    f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))"
-                    " FROM generate_series(1, :n)"
+                    "SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"
                 ),
-                {"n": count},
+                {"t": table.name, "n": count},
             ).scalars()
         ]
     base = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())

@@ -23,7 +23,7 @@ class Currency:
 
     @property
     def factor(self) -> int:
-        return 10**self.exponent
+        return int(10**self.exponent)
 
 
 CURRENCIES: dict[str, Currency] = {

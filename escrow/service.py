@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from escrow import audit, claims, expiry, ledger, reports, tips
+from escrow import audit, claims, decide, expiry, ledger, reports, tips
 from escrow.db import transaction
 from escrow.ledger import Clock, Identity, Policy, utcnow
 from escrow.money import Money
@@ -37,7 +37,7 @@ class Ledger:
 
     def tip(
         self, supporter: Identity, recipient: Identity, amount: Money, source: str
-    ) -> tips.TipResult:
+    ) -> decide.TipResult:
         return self.run(
             lambda c, now: tips.tip(c, self.policy, supporter, recipient, amount, source, now)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ESCROW = Path(__file__).resolve().parents[2] / "escrow"
@@ -46,3 +47,75 @@ def test_every_module_opens_with_a_docstring_saying_what_it_does():
         and ast.get_docstring(ast.parse(p.read_text())) is None
     ]
     assert missing == []
+
+
+# --- one money path ----------------------------------------------------------------------
+
+# Writing a transfer row, in any spelling escrow/ could use: SQLAlchemy on the table,
+# the dialect helpers of escrow/db.py given the table, or SQL text.
+WRITES_TRANSFERS = re.compile(
+    r"\btransfers\.insert\(|\binsert\(\s*transfers\b"
+    r"|\b(?:dialect_insert|insert_ignore|upsert|bulk_insert|insert_returning_ids)\(\s*\w+,\s*transfers\b"
+    r"|INSERT\s+INTO\s+transfers\b|COPY\s+transfers\b|\bupdate\(\s*transfers\b|UPDATE\s+transfers\b",
+    re.IGNORECASE,
+)
+# Moving an account counter: assigning one of the four columns, in SQLAlchemy or SQL text.
+MOVES_COUNTERS = re.compile(
+    r"\b(?:debits|credits)_(?:posted|pending)\s*=\s*(?:accounts\.|[a-z_]+\.c\.|accounts\.c\[)"
+    r"|\{c:\s*accounts\.c\[c\]|SET\s+(?:debits|credits)_(?:posted|pending)\b",
+    re.IGNORECASE,
+)
+# The ledger's one writer: apply_transfers (with its counter helper and statement) and its
+# set-based twin. Nothing else in escrow/ may write a transfer or move a counter.
+MONEY_WRITERS = {
+    "escrow/ledger.py:apply_transfers",
+    "escrow/ledger.py:_move_counters",
+    "escrow/ledger.py:_COUNTER_UPDATE",
+    "escrow/ledger.py:applying_transfer_set",
+}
+
+
+def _writers(path: Path, pattern: re.Pattern[str]) -> set[str]:
+    """`module:name` of every top-level function or assignment whose source matches."""
+    source = path.read_text()
+    name = str(path.relative_to(ESCROW.parent)) if path.is_relative_to(ESCROW) else path.name
+    found = set()
+    for node in ast.parse(source).body:
+        segment = ast.get_source_segment(source, node) or ""
+        if not pattern.search(segment):
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(f"{name}:{node.name}")
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            found.add(f"{name}:{node.targets[0].id}")
+        else:
+            found.add(f"{name}:line {node.lineno}")
+    return found
+
+
+def _money_writers() -> set[str]:
+    found: set[str] = set()
+    for path in ESCROW.rglob("*.py"):
+        if "migrations" not in path.parts:
+            found |= _writers(path, WRITES_TRANSFERS) | _writers(path, MOVES_COUNTERS)
+    return found
+
+
+def test_escrow_has_one_writer_of_transfers_and_account_counters():
+    assert _money_writers() <= MONEY_WRITERS
+    assert any(w.endswith(":apply_transfers") for w in _money_writers())
+
+
+def test_the_money_writer_check_sees_every_spelling(tmp_path):
+    spellings = [
+        "conn.execute(transfers.insert().values(amount_minor=1))",
+        "conn.execute(insert(transfers).values(amount_minor=1))",
+        "bulk_insert(conn, transfers, rows)",
+        "conn.execute(text('INSERT INTO transfers (id) VALUES (1)'))",
+        "conn.execute(update(accounts).values(debits_posted=accounts.c.debits_posted + 1))",
+        "conn.execute(text('UPDATE accounts SET credits_pending = credits_pending + 1'))",
+    ]
+    for n, line in enumerate(spellings):
+        sample = tmp_path / f"probe_{n}.py"
+        sample.write_text(f"def sneaky(conn):\n    {line}\n")
+        assert _writers(sample, WRITES_TRANSFERS) | _writers(sample, MOVES_COUNTERS), line
