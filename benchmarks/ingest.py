@@ -26,7 +26,7 @@ from benchmarks.seed import account_ids, seed_creators, seed_supporters
 from benchmarks.settlement import Scratch
 from bot.config import load_settings
 from bot.listener import poll_once
-from bot.x_api import TweepyXApi
+from bot.platforms.x.api import TweepyXApi
 from escrow.audit import check_ledger
 from escrow.db import make_engine
 

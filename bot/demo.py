@@ -3,7 +3,7 @@
 Everything real runs: the schema migrations on a throwaway SQLite database, the ledger,
 the listener reading mentions through the tweepy adapter, the outbox relay posting
 through it, the claim web app served over HTTP with the real OAuth 2.0 sign-in, the
-monthly settlement, the expiry and the audit. Only X is local (`bot.sandbox`), and only
+monthly settlement, the expiry and the audit. Only X is local (`bot.platforms.x.sandbox`), and only
 loopback is used. One shared clock drives the sandbox, the web app and the ledger, so the
 story can jump to the next month and past the hold period in a second.
 
@@ -45,11 +45,12 @@ from bot.cli.output import money, table
 from bot.config import Settings, load_settings
 from bot.hosts import is_loopback
 from bot.listener import poll_once
-from bot.notices import plan_notices, send_pending
-from bot.sandbox import Sandbox, Tweet, User
-from bot.sandbox.server import QuietHandler
-from bot.wiring import build_x_api
-from bot.x_api import TweepyXApi
+from bot.notices import plan_notices
+from bot.outbox import send_pending
+from bot.platforms.x.api import TweepyXApi
+from bot.platforms.x.sandbox import Sandbox, Tweet, User
+from bot.platforms.x.sandbox.server import QuietHandler
+from bot.platforms.x.wiring import build_x_api
 from escrow.db import make_engine, transaction
 from escrow.flattrs import get_budget, period_of
 from escrow.ledger import SYSTEM, Identity, Policy, find_account

@@ -1,10 +1,11 @@
-"""The listener: reads the bot's mentions from X and turns each one into exactly one outcome.
+"""The listener: reads the bot's mentions on a platform and turns each into exactly one outcome.
 
-`poll_once` fetches every mention newer than the stored cursor (`state` key
-`x.mentions.since_id`), walking the pages until X has no more, then processes them oldest
-first. Per mention:
+It speaks only to the platform port (`bot.platforms.Platform`), so each platform is one
+adapter away. `poll_once` fetches every mention newer than the platform's stored cursor
+(`state` key `<platform>.mentions.since_id`, `x.mentions.since_id` for X), walking the
+pages until the platform has no more, then processes them oldest first. Per mention:
 
-- retweets and the bot's own tweets are skipped; an edit is its original tweet (the first
+- reposts (retweets) and the bot's own posts are skipped; an edit is its original tweet (the first
   id of its edit history is the idempotency key, recorded in the `mentions` table);
 - the text is parsed by `bot.commands.parse`; recipients become user ids from the response
   itself (the mention's entities and the page's users), the rest from one batched
@@ -17,15 +18,16 @@ first. Per mention:
 - a tip to oneself (by user id) is `self_tip`, to the bot's user id `bot_tip`; a supporter
   nobody ever funded is `unknown_supporter`, one without enough money `insufficient_funds`;
 - an error gets a reply through the outbox (rate-limited per supporter, see
-  `bot.notices`); a successful tip gets none (the creator notice confirms it).
+  `bot.outbox`); a successful tip gets none (the creator notice confirms it).
 
 Exactly once: the tips of a chunk of mentions (one page's worth), their outbox rows, the
 `mentions` records and the advanced cursor commit in one transaction; a replayed page or
 an edit finds its `mentions` row and does nothing, so a crash at any point loses nothing
 and doubles nothing. Platform faults stop the run without losing anything: a 429 records
-`x.mentions.resume_at` and the next run before that time returns at once without calling
-X (nothing here waits for a rate limit); 5xx, timeouts and malformed bodies (after the
-adapter's few quick retries) leave the cursor where it was, and the next run retries.
+`<platform>.mentions.resume_at` and the next run before that time returns at once without
+calling the platform (nothing here waits for a rate limit); 5xx, timeouts and malformed
+bodies (after the adapter's few quick retries) leave the cursor where it was, and the next
+run retries.
 """
 
 from __future__ import annotations
@@ -52,9 +54,18 @@ from bot.commands import (
     parse,
 )
 from bot.config import Settings
-from bot.notices import get_state, get_time, lock_state, opt_out, put_state, queue_reply
+from bot.outbox import opt_out, queue_reply
+from bot.platforms import (
+    Mention,
+    PermanentError,
+    Platform,
+    PlatformError,
+    PlatformUser,
+    RateLimited,
+    TransientError,
+)
 from bot.replies import ReplyContext, reply_for
-from bot.x_api import Mention, PermanentError, RateLimited, TransientError, XApi, XApiError, XUser
+from bot.state import get_state, get_time, lock_state, put_state
 from escrow.db import bulk_insert, transaction
 from escrow.decide import TipRequest, TipResult
 from escrow.flattrs import record_flattrs
@@ -73,7 +84,7 @@ from escrow.tips import tip_many
 
 log = logging.getLogger(__name__)
 
-CURSOR_KEY = "x.mentions.since_id"
+CURSOR_KEY = "x.mentions.since_id"  # X's keys, as cursor_key("x") and resume_key("x")
 RESUME_KEY = "x.mentions.resume_at"
 PAGE_SIZE = 100
 MAX_PAGES = 100  # X serves at most the newest 800 mentions; this only guards a broken API
@@ -81,6 +92,17 @@ MAX_PAGES = 100  # X serves at most the newest 800 mentions; this only guards a 
 # Outcomes of mentions that are not commands at all, recorded so they are never re-read.
 RETWEET = "retweet"
 OWN_TWEET = "own_tweet"
+
+
+def cursor_key(platform: str) -> str:
+    """The `state` key of the newest mention id read on `platform`."""
+    return f"{platform}.mentions.since_id"
+
+
+def resume_key(platform: str) -> str:
+    """The `state` key of when reading mentions on `platform` may resume after a 429."""
+    return f"{platform}.mentions.resume_at"
+
 
 _SUCCESS = frozenset({Outcome.tipped, Outcome.held, Outcome.flattred})
 _TIP_OUTCOMES = {TipStatus.POSTED: Outcome.tipped, TipStatus.HELD: Outcome.held}
@@ -95,7 +117,7 @@ _FLATTR_OUTCOMES = {
 
 @dataclass
 class PollResult:
-    mentions_seen: int = 0  # fetched from X this run
+    mentions_seen: int = 0  # fetched from the platform this run
     processed: int = 0  # recorded for the first time this run
     already_processed: int = 0  # replays and edits of mentions processed before
     tips_applied: int = 0
@@ -150,8 +172,10 @@ class _Context:
     settings: Settings
     policy: Policy
     rules: AmountRules
+    platform: str
     bot_user_id: str
-    users: Mapping[str, XUser]  # casefolded username -> user, from the pages and the lookup
+    bot_handle: str
+    users: Mapping[str, PlatformUser]  # casefolded username -> user, from the pages and the lookup
     commands: Mapping[str, Command]  # by tweet id: each text is parsed once per run
 
 
@@ -183,7 +207,7 @@ def _reply_context(
 ) -> ReplyContext:
     base = ctx.settings.public_base_url.rstrip("/")
     return ReplyContext(
-        author_handle=mention.author_username or "",
+        author_handle=mention.author_handle or "",
         recipients=tuple(recipients),
         amount=amount,
         available=available,
@@ -200,15 +224,13 @@ def _reply_context(
 def _resolve(ctx: _Context, mention: Mention, command: TipCommand) -> list[tuple[str, str | None]]:
     """(handle as shown, user id or None) for each recipient of `command`."""
     if command.is_reply and mention.in_reply_to_user_id:
-        return [
-            (mention.in_reply_to_username or command.recipients[0], mention.in_reply_to_user_id)
-        ]
+        return [(mention.in_reply_to_handle or command.recipients[0], mention.in_reply_to_user_id)]
     out: list[tuple[str, str | None]] = []
     for handle in command.recipients:
         key = handle.casefold()
         user = ctx.users.get(key)
-        user_id = mention.mentioned_ids.get(key) or (user.id if user else None)
-        out.append((user.username if user else handle, user_id))
+        user_id = mention.mentioned_ids.get(key) or (user.user_id if user else None)
+        out.append((user.handle if user else handle, user_id))
     return out
 
 
@@ -231,7 +253,7 @@ def _plan_tips(
     now: datetime,
     requests: list[TipRequest],
 ) -> _Pending:
-    supporter = Identity.x(mention.author_id, mention.author_username)
+    supporter = Identity(mention.platform, mention.author_id, mention.author_handle)
     pending = _Pending(mention, command, [])
     flattred: list[tuple[int, Identity]] = []  # (slot, recipient) of each share to record
     for handle, user_id in _resolve(ctx, mention, command):
@@ -244,7 +266,7 @@ def _plan_tips(
         if user_id == ctx.bot_user_id:
             pending.slots.append((handle, Outcome.bot_tip))
             continue
-        recipient = Identity.x(user_id, handle)
+        recipient = Identity(ctx.platform, user_id, handle)
         if command.amount is not None:
             pending.slots.append((handle, len(requests)))
             requests.append(TipRequest(supporter, recipient, command.amount, mention.original_id))
@@ -321,16 +343,16 @@ def _decide(
     now: datetime,
     requests: list[TipRequest],
 ) -> _Decided | _Pending:
-    if mention.is_retweet:
+    if mention.is_repost:
         return _Decided(RETWEET)
     if mention.author_id == ctx.bot_user_id:
         return _Decided(OWN_TWEET)
-    command = ctx.commands.get(mention.id) or _parse(ctx.settings, ctx.rules, mention)
+    command = ctx.commands.get(mention.id) or _parse(ctx.bot_handle, ctx.rules, mention)
     if isinstance(command, NotACommand):
         return _Decided(Outcome.not_a_command.value)
     if isinstance(command, ControlCommand):
         if command.action == "stop":
-            author = Identity.x(mention.author_id, mention.author_username)
+            author = Identity(mention.platform, mention.author_id, mention.author_handle)
             opt_out(conn, ensure_account(conn, author, now), now)
             return _Decided("stop", reply=_reply_context(ctx, mention), reply_outcome=Outcome.stop)
         return _Decided("help", reply=_reply_context(ctx, mention), reply_outcome=Outcome.help)
@@ -344,7 +366,8 @@ def _decide(
 
 
 def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: datetime) -> _Chunk:
-    current = lock_state(conn, CURSOR_KEY, now) or None
+    key = cursor_key(ctx.platform)
+    current = lock_state(conn, key, now) or None
     originals = {m.original_id for m in chunk}
     done = set(
         conn.execute(
@@ -371,7 +394,7 @@ def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: d
         if final.reply is not None and final.reply_outcome is not None:
             text = reply_for(final.reply_outcome, final.reply)
             if text:
-                author = find_account(conn, Identity.x(mention.author_id))
+                author = find_account(conn, Identity(mention.platform, mention.author_id))
                 if queue_reply(
                     conn,
                     source=mention.original_id,
@@ -403,9 +426,7 @@ def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: d
     cursor = current
     if current is None or int(newest) > int(current):
         cursor = newest
-        conn.execute(
-            update(state).where(state.c.key == CURSOR_KEY).values(value=newest, updated_at=now)
-        )
+        conn.execute(update(state).where(state.c.key == key).values(value=newest, updated_at=now))
     return _Chunk(processed, already, tips, flattrs, replies, suppressed, tuple(outcomes), cursor)
 
 
@@ -425,18 +446,24 @@ def _already_done(engine: Engine, ids: list[str]) -> set[str]:
     return found
 
 
-def _parse(settings: Settings, rules: AmountRules, mention: Mention) -> Command:
+def _bot_handle(platform: Platform, settings: Settings) -> str:
+    # X's adapter may be built without the bot's handle (it reads by user id); the
+    # deployment's X_BOT_USERNAME names it then.
+    return platform.bot_handle or (settings.x_bot_username if platform.name == "x" else "")
+
+
+def _parse(bot_handle: str, rules: AmountRules, mention: Mention) -> Command:
     return parse(
         mention.text,
-        bot_username=settings.x_bot_username,
-        in_reply_to_username=mention.in_reply_to_username,
-        author_username=mention.author_username,
+        bot_username=bot_handle,
+        in_reply_to_username=mention.in_reply_to_handle,
+        author_username=mention.author_handle,
         rules=rules,
     )
 
 
 def _wanted_names(
-    todo: Iterable[Mention], commands: Mapping[str, Command], users: Mapping[str, XUser]
+    todo: Iterable[Mention], commands: Mapping[str, Command], users: Mapping[str, PlatformUser]
 ) -> list[str]:
     """Handles of recipients that the response itself does not resolve."""
     wanted: dict[str, str] = {}
@@ -452,17 +479,20 @@ def _wanted_names(
 
 
 def _rate_limited(
-    engine: Engine, result: PollResult, exc: RateLimited, now: datetime
+    engine: Engine, platform: str, result: PollResult, exc: RateLimited, now: datetime
 ) -> PollResult:
-    transaction(engine, lambda conn: put_state(conn, RESUME_KEY, exc.reset_at.isoformat(), now))
+    key = resume_key(platform)
+    transaction(engine, lambda conn: put_state(conn, key, exc.reset_at.isoformat(), now))
     result.rate_limited_until = exc.reset_at
-    log.warning("X rate-limits %s until %s: polling resumes then", exc.endpoint, exc.reset_at)
+    log.warning(
+        "%s rate-limits %s until %s: polling resumes then", platform, exc.endpoint, exc.reset_at
+    )
     return result
 
 
 def poll_once(
     engine: Engine,
-    x_api: XApi,
+    platform: Platform,
     settings: Settings,
     *,
     clock: Clock = utcnow,
@@ -472,9 +502,10 @@ def poll_once(
     """Fetch and apply every new mention; see the module docstring. Never sleeps."""
     stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
     now = clock()
+    name = platform.name
 
     def read(conn: Connection) -> tuple[str | None, datetime | None]:
-        return get_state(conn, CURSOR_KEY) or None, get_time(conn, RESUME_KEY)
+        return get_state(conn, cursor_key(name)) or None, get_time(conn, resume_key(name))
 
     cursor, resume_at = transaction(engine, read)
     result = PollResult(cursor=cursor)
@@ -483,21 +514,21 @@ def poll_once(
         return result
 
     collected: dict[str, Mention] = {}
-    users: dict[str, XUser] = {}
+    users: dict[str, PlatformUser] = {}
     token: str | None = None
     try:
         while True:
-            page = x_api.mentions(since_id=cursor, pagination_token=token, max_results=page_size)
+            page = platform.mentions(since_id=cursor, pagination_token=token, max_results=page_size)
             result.pages += 1
             collected.update((m.id, m) for m in page.mentions)
-            users.update((u.username.casefold(), u) for u in page.users.values())
+            users.update((u.handle.casefold(), u) for u in page.users.values())
             if not page.next_token or page.next_token == token or result.pages >= MAX_PAGES:
                 break
             token = page.next_token
     except RateLimited as exc:
         # The pages read so far are the newest ones: applying them would skip older ones.
-        return _rate_limited(engine, result, exc, now)
-    except XApiError as exc:
+        return _rate_limited(engine, name, result, exc, now)
+    except PlatformError as exc:
         result.error = str(exc)
         log.warning("reading mentions failed, the next run retries: %s", exc)
         return result
@@ -510,20 +541,29 @@ def poll_once(
     done = _already_done(engine, sorted({m.original_id for m in ordered}))
     todo = [m for m in ordered if m.original_id not in done]
     rules = _rules(settings)
-    commands = {m.id: _parse(settings, rules, m) for m in todo}
+    bot_handle = _bot_handle(platform, settings)
+    commands = {m.id: _parse(bot_handle, rules, m) for m in todo}
     names = _wanted_names(todo, commands, users)
     if names:
         try:
-            users.update(x_api.lookup_users(names))
+            users.update(platform.lookup_users(names))
         except RateLimited as exc:
-            return _rate_limited(engine, result, exc, now)
+            return _rate_limited(engine, name, result, exc, now)
         except (TransientError, PermanentError) as exc:
             result.error = str(exc)
             log.warning("looking up recipients failed, the next run retries: %s", exc)
             return result
 
-    bot_user_id = settings.x_bot_user_id or str(getattr(x_api, "bot_user_id", ""))
-    ctx = _Context(settings, app.policy(settings), rules, bot_user_id, users, commands)
+    ctx = _Context(
+        settings,
+        app.policy(settings),
+        rules,
+        name,
+        platform.bot_user_id,
+        bot_handle,
+        users,
+        commands,
+    )
     size = max(1, page_size)
     for start in range(0, len(ordered), size):
         if stop is not None and stop():

@@ -5,12 +5,11 @@ Jobs (each idempotent, each safe to rerun, none sleeps: a 429 skips work until t
 - poll: `bot.listener.poll_once`, every `POLL_INTERVAL`; a poll that applied something
   runs the notices job at once, so the creator notice (the tip's confirmation) is not
   a minute late;
-- notices: `bot.notices.plan_notices` then `send_pending`, every minute;
+- notices: `bot.notices.plan_notices` then `bot.outbox.send_pending`, every minute;
 - release sweep: `escrow.claims.release_sweep`, every 5 minutes;
 - expiry: `escrow.expiry.expire_due`, hourly;
 - settlement: `escrow.settlement.settle_due` for every ended, unsettled month, on the 1st
   of the month at 00:15 UTC (and once at start, to catch up a month the worker missed).
-  If the settlement module is not available the job logs so and does nothing.
 
 Every job also runs once when the scheduler becomes active. `coalesce=True` and
 `max_instances=1`: a late job runs once, never beside itself.
@@ -27,8 +26,6 @@ SIGTERM or SIGINT lets the running job finish its current transaction, then exit
 from __future__ import annotations
 
 import fcntl
-import importlib
-import inspect
 import logging
 import os
 import signal
@@ -50,12 +47,14 @@ from sqlalchemy.engine import make_url
 from bot import app
 from bot.config import Settings
 from bot.listener import poll_once
-from bot.notices import NoticePlan, plan_notices, send_pending
-from bot.x_api import XApi
+from bot.notices import NoticePlan, plan_notices
+from bot.outbox import send_pending
+from bot.platforms import Platform
 from escrow.claims import release_sweep
 from escrow.db import is_sqlite, transaction
 from escrow.expiry import expire_due
 from escrow.ledger import Clock, Policy, utcnow
+from escrow.settlement import settle_due
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +190,11 @@ def worker_lock(engine: Engine) -> WorkerLock:
 
 @dataclass
 class Jobs:
-    """The recurring work, bound to one engine, X client and clock."""
+    """The recurring work, bound to one engine, platform and clock."""
 
     settings: Settings
     engine: Engine
-    x_api: XApi
+    platform: Platform
     clock: Clock
     stop: threading.Event
     after_poll: Callable[[], None] | None = None
@@ -211,7 +210,7 @@ class Jobs:
 
     def poll(self) -> None:
         result = poll_once(
-            self.engine, self.x_api, self.settings, clock=self.clock, should_stop=self.stop
+            self.engine, self.platform, self.settings, clock=self.clock, should_stop=self.stop
         )
         if result.error:
             log.warning("poll: %s", result.error)
@@ -255,7 +254,7 @@ class Jobs:
             log.exception("notices: planning failed")
             plan = NoticePlan()
         sent = send_pending(
-            self.engine, self.x_api, self.clock(), SEND_LIMIT, should_stop=self.stop
+            self.engine, self.platform, self.clock(), SEND_LIMIT, should_stop=self.stop
         )
         if plan.planned or sent.sent or sent.failed:
             log.info(
@@ -279,26 +278,23 @@ class Jobs:
             log.info("expiry: %d hold(s) returned to supporters", run.voided)
 
     def settlement(self) -> None:
-        settle_due = settlement_entry_point()
-        if settle_due is None:
+        settle = settlement_entry_point()
+        if settle is None:
             log.warning("settlement: escrow.settlement.settle_due is not available; skipped")
             return
-        kwargs: dict[str, Any] = {}
-        if "default_budget_minor" in inspect.signature(settle_due).parameters:
-            kwargs["default_budget_minor"] = self.settings.min_monthly_budget_minor
-        settled = settle_due(self.engine, self.policy, self.clock(), **kwargs)
+        settled = settle(
+            self.engine,
+            self.policy,
+            self.clock(),
+            default_budget_minor=self.settings.min_monthly_budget_minor,
+        )
         for summary in settled or ():
             log.info("settlement: %s", summary)
 
 
 def settlement_entry_point() -> Callable[..., Any] | None:
-    """`escrow.settlement.settle_due` when that module provides it, else None."""
-    try:
-        module = importlib.import_module("escrow.settlement")
-    except ImportError:
-        return None
-    entry = getattr(module, "settle_due", None)
-    return entry if callable(entry) else None
+    """The settlement run the job calls (a seam: tests replace it, or remove it with None)."""
+    return settle_due
 
 
 def build_scheduler(
@@ -374,7 +370,7 @@ def run_worker(
     settings: Settings,
     *,
     engine: Engine | None = None,
-    x_api: XApi,
+    platform: Platform,
     clock: Clock = utcnow,
     standby_retry: float = STANDBY_RETRY_SECONDS,
     stop: threading.Event | None = None,
@@ -407,7 +403,7 @@ def run_worker(
         if stop.wait(standby_retry):
             log.info("stopped while on standby")
             return 0
-    jobs = Jobs(settings, eng, x_api, clock, stop)
+    jobs = Jobs(settings, eng, platform, clock, stop)
     try:
         log.info("scheduler active (pid %d)", os.getpid())
         scheduler = build_scheduler(jobs, settings, lock, lock_check_seconds=lock_check_seconds)

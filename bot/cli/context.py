@@ -74,17 +74,17 @@ class Context:
             fail(f"{e}; or give @handle")
 
     def _look_up_on_x(self, handle: str) -> Identity | None:
-        from bot.wiring import build_x_api, x_reads_configured
-        from bot.x_api import XApiError
+        from bot.platforms import PlatformError
+        from bot.platforms.x.wiring import build_x_api, x_reads_configured
 
         if not x_reads_configured(self.settings):
             return None
         try:
             users = build_x_api(self.settings).lookup_users([handle])
-        except XApiError as e:
+        except PlatformError as e:
             fail(f"@{handle} is not known here and X could not be asked: {e}")
         user = users.get(handle.casefold())
-        return Identity.x(user.id, user.username) if user is not None else None
+        return Identity(user.platform, user.user_id, user.handle) if user is not None else None
 
 
 def _sqlite_file_missing(engine: Engine) -> bool:

@@ -10,9 +10,10 @@ import click
 from bot.cli.context import Context
 from bot.cli.output import EXIT_PROBLEM, emit_json, fail, table, when
 from bot.listener import PAGE_SIZE, poll_once
-from bot.notices import list_outbox, plan_notices, send_pending
-from bot.wiring import XNotConfigured, build_x_api
-from bot.x_api import TweepyXApi
+from bot.notices import plan_notices
+from bot.outbox import list_outbox, send_pending
+from bot.platforms import Platform
+from bot.platforms.x.wiring import XNotConfigured, build_x_api
 from escrow.db import transaction
 from escrow.ledger import utcnow
 from escrow.schema import OUTBOX_STATES
@@ -34,7 +35,7 @@ def _logging(ctx: Context) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _x_api(ctx: Context) -> TweepyXApi:
+def _x_api(ctx: Context) -> Platform:
     try:
         return build_x_api(ctx.settings)
     except XNotConfigured as e:
@@ -191,7 +192,7 @@ def worker(ctx: Context) -> None:
 
     _logging(ctx)
     x_api = _x_api(ctx)
-    raise SystemExit(run_worker(ctx.settings, engine=ctx.engine, x_api=x_api))
+    raise SystemExit(run_worker(ctx.settings, engine=ctx.engine, platform=x_api))
 
 
 def register(main: click.Group) -> None:

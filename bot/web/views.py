@@ -9,10 +9,8 @@ in a redirect (post/redirect/get), so a reload never repeats it.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import datetime
-from types import ModuleType
 from typing import Any
 
 from flask import Flask, flash, jsonify, redirect, render_template, request, session, url_for
@@ -20,12 +18,16 @@ from sqlalchemy import Connection, case, or_, select, text
 from sqlalchemy.orm import aliased
 from werkzeug.wrappers import Response as BaseResponse
 
+from bot.outbox import is_opted_out
+from bot.outbox import opt_out as stop_notices
 from bot.web import oauth
 from bot.web.context import Web
 from bot.web.security import error_page, log
 from escrow import claims
 from escrow import tips as tips_ops
 from escrow.db import transaction
+from escrow.flattrs import get_budget
+from escrow.flattrs import set_budget as save_budget
 from escrow.ledger import Identity, LedgerError, is_held
 from escrow.money import Money, MoneyError, currency
 from escrow.reports import AccountView, account_view
@@ -40,16 +42,6 @@ STATE_PROBLEMS = {
     oauth.StateProblem.USED: "This sign-in link was already used. Please start again.",
     oauth.StateProblem.EXPIRED: "This sign-in took longer than 10 minutes. Please start again.",
 }
-
-
-def _optional(module: str) -> ModuleType | None:
-    """A module written alongside this one (settlement, notices), or None if absent."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name != module:
-            raise
-        return None
 
 
 @dataclass(frozen=True)
@@ -312,33 +304,27 @@ def register(app: Flask, web: Web) -> None:
             view: AccountView = account_view(row)
             history = _history(conn, web, view.account_id)
             waiting = _waiting_out(conn, web, view.account_id)
-            settlement = _optional("escrow.flattrs")
-            budget = settlement.get_budget(conn, view.account_id) if settlement else None
-            notices = _optional("bot.notices")
-            opted_out = notices.is_opted_out(conn, view.account_id) if notices else None
+            budget = get_budget(conn, view.account_id)
+            opted_out = is_opted_out(conn, view.account_id)
         return render_template(
             "me.html",
             view=view,
             history=history,
             waiting=waiting[:WAITING_LISTED],
             more_waiting=len(waiting) > WAITING_LISTED,
-            budgets=settlement is not None,
+            budgets=True,
             budget=budget,
             min_budget=settings.min_monthly_budget,
-            notices=notices is not None,
+            notices=True,
             opted_out=opted_out,
         )
 
     @app.post("/me/budget")
     def set_budget() -> BaseResponse:
-        settlement = _optional("escrow.flattrs")
         with web.engine.connect() as conn:
             row = _current(conn)
         if row is None:
             return signed_out()
-        if settlement is None:
-            flash("Monthly budgets are not available on this server yet.", "problem")
-            return redirect(url_for("me"), 303)
         raw = request.form.get("amount", "").strip()
         try:
             amount = _parse_amount(raw, settings.currency)
@@ -353,7 +339,7 @@ def register(app: Flask, web: Web) -> None:
         try:
             saved = transaction(
                 web.engine,
-                lambda conn: settlement.set_budget(
+                lambda conn: save_budget(
                     conn, web.policy, who, amount, minimum=minimum, now=web.now()
                 ),
             )
@@ -384,16 +370,12 @@ def register(app: Flask, web: Web) -> None:
 
     @app.post("/me/notices/opt-out")
     def opt_out() -> BaseResponse:
-        notices = _optional("bot.notices")
         with web.engine.connect() as conn:
             row = _current(conn)
         if row is None:
             return signed_out()
-        if notices is None:
-            flash("Opting out of notices is not available on this server yet.", "problem")
-            return redirect(url_for("me"), 303)
         account_id = int(row.id)
-        transaction(web.engine, lambda conn: notices.opt_out(conn, account_id, web.now()))
+        transaction(web.engine, lambda conn: stop_notices(conn, account_id, web.now()))
         flash(f"@{settings.x_bot_username} will not send you notices any more.", "ok")
         return redirect(url_for("me"), 303)
 

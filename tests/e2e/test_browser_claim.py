@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from bot.app import policy
 from bot.config import Settings
-from bot.sandbox import Sandbox
+from bot.platforms.x.sandbox import Sandbox
 from bot.web import create_app
 from escrow.db import make_engine
 from escrow.ledger import Identity

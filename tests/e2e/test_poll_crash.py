@@ -1,6 +1,6 @@
 """A `tipjar poll --once` process killed with SIGKILL in the middle of a large backlog.
 
-The X it reads is the loopback sandbox (bot.sandbox) holding 800 mentions, the most X
+The X it reads is the loopback sandbox (bot.platforms.x.sandbox) holding 800 mentions, the most X
 serves; the poll walks them 40 per page and applies them 40 per transaction. It is killed
 once while still reading pages and once after its first transactions committed; a last
 run then finishes the backlog. Every tip must be applied exactly once: the number of
@@ -26,8 +26,8 @@ from sqlalchemy.pool import NullPool
 
 from bot.config import load_settings
 from bot.listener import poll_once
-from bot.sandbox import Sandbox
-from bot.wiring import build_x_api
+from bot.platforms.x.sandbox import Sandbox
+from bot.platforms.x.wiring import build_x_api
 from escrow.audit import check_ledger
 from escrow.db import make_engine, normalize_url
 from escrow.ledger import Identity, Policy

@@ -20,7 +20,7 @@ from typing import IO
 import pytest
 from sqlalchemy import Engine, select
 
-from bot.sandbox import Sandbox
+from bot.platforms.x.sandbox import Sandbox
 from escrow.db import make_engine
 from escrow.ledger import Identity, Policy
 from escrow.money import Money

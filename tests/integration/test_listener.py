@@ -18,8 +18,8 @@ from sqlalchemy import Engine, func, select
 from bot import listener
 from bot.config import Settings
 from bot.listener import CURSOR_KEY, RESUME_KEY, poll_once
-from bot.notices import get_state
-from bot.x_api import TweepyXApi
+from bot.platforms.x.api import TweepyXApi
+from bot.state import get_state
 from escrow.ledger import Identity, Policy
 from escrow.money import Money
 from escrow.schema import accounts, deposits, mentions, metadata, outbox, state, tips
@@ -343,7 +343,7 @@ def test_stop_opts_the_author_out_and_help_gets_a_reply(engine, x, rsps, tl, led
     result = poll(engine, x, clock)
 
     assert result.outcomes == {"stop": 1, "help": 1}
-    from bot.notices import is_opted_out
+    from bot.outbox import is_opted_out
 
     with engine.connect() as conn:
         account = ledger.account(Identity.x(carol["id"]))

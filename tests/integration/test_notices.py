@@ -17,15 +17,11 @@ from sqlalchemy import Engine, func, select, update
 
 from bot.config import NoticeSchedule, Settings
 from bot.listener import poll_once
-from bot.notices import (
-    TWEETS_RESUME_AT,
-    get_state,
-    is_opted_out,
-    opt_out,
-    plan_notices,
-    send_pending,
-)
-from bot.x_api import PermanentError, RateLimited, TransientError, TweepyXApi
+from bot.notices import plan_notices
+from bot.outbox import TWEETS_RESUME_AT, is_opted_out, opt_out, send_pending
+from bot.platforms import PermanentError, RateLimited, TransientError
+from bot.platforms.x.api import TweepyXApi
+from bot.state import get_state
 from escrow.db import transaction
 from escrow.expiry import expire_due
 from escrow.flattrs import period_bounds, period_of
@@ -58,7 +54,7 @@ def ledger(engine: Engine, clock: Any) -> Ledger:
 
 def fund(ledger: Ledger, x: FakeXApi, handle: str, amount: str = "20.00") -> None:
     user = x.user_named(handle) or x.add_user(handle)
-    ledger.deposit(Identity.x(user.id, handle), Money.parse(amount, "EUR"), f"ref-{handle}")
+    ledger.deposit(Identity.x(user.user_id, handle), Money.parse(amount, "EUR"), f"ref-{handle}")
 
 
 def say(x: FakeXApi, author: str, text: str) -> Any:
@@ -96,7 +92,7 @@ def notices(engine: Engine) -> list[Any]:
 def account_id(ledger: Ledger, x: FakeXApi, handle: str) -> int:
     user = x.user_named(handle)
     assert user is not None
-    view = ledger.account(Identity.x(user.id))
+    view = ledger.account(Identity.x(user.user_id))
     assert view is not None
     return view.account_id
 
@@ -217,7 +213,10 @@ def test_holds_without_a_tip_tweet_get_no_unsolicited_post(engine, x, ledger, cl
     fund(ledger, x, "alice")
     bob = x.add_user("bob")
     ledger.tip(
-        Identity.x(x.user_named("alice").id), Identity.x(bob.id, "bob"), Money(100), "share:1"
+        Identity.x(x.user_named("alice").user_id),
+        Identity.x(bob.user_id, "bob"),
+        Money(100),
+        "share:1",
     )
 
     result = plan(engine, clock)
@@ -279,7 +278,7 @@ def test_a_notice_for_a_creator_who_claimed_meanwhile_is_skipped(engine, x, ledg
     fund(ledger, x, "alice")
     tip(engine, x, clock, "alice", "@flattr @bob €1")
     plan(engine, clock)
-    ledger.claim(Identity.x(x.user_named("bob").id, "bob"))
+    ledger.claim(Identity.x(x.user_named("bob").user_id, "bob"))
 
     assert send(engine, x, clock).skipped == 1 and x.posted == []
     assert_nothing_lost(ledger)

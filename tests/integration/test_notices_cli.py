@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bot.cli import main
-from bot.sandbox import Sandbox
+from bot.platforms.x.sandbox import Sandbox
 from escrow.db import make_engine
 from escrow.ledger import Identity, Policy
 from escrow.money import Money

@@ -20,7 +20,6 @@ from sqlalchemy import Engine, func, select
 from bot import scheduler as worker
 from bot.config import Settings
 from bot.listener import CURSOR_KEY, poll_once
-from bot.notices import get_state
 from bot.scheduler import (
     FileLock,
     Jobs,
@@ -29,6 +28,7 @@ from bot.scheduler import (
     run_worker,
     worker_lock,
 )
+from bot.state import get_state
 from escrow.db import make_engine
 from escrow.ledger import Identity, Policy, utcnow
 from escrow.money import Money
@@ -56,7 +56,7 @@ def x_with_a_tip(engine: Engine, creator: str = "bob") -> FakeXApi:
     x = FakeXApi(bot_username="flattr", bot_user_id=BOT_ID)
     alice = x.add_user("alice")
     x.add_user(creator)
-    Ledger(engine, Policy()).deposit(Identity.x(alice.id, "alice"), Money(500), "ref-alice")
+    Ledger(engine, Policy()).deposit(Identity.x(alice.user_id, "alice"), Money(500), "ref-alice")
     x.add_mention("alice", f"@flattr @{creator} €1")
     return x
 
@@ -71,7 +71,7 @@ class Worker:
 
         def run() -> None:
             self.code = run_worker(
-                SETTINGS, engine=engine, x_api=x, stop=self.stop, handle_signals=False, **kw
+                SETTINGS, engine=engine, platform=x, stop=self.stop, handle_signals=False, **kw
             )
 
         self.thread = threading.Thread(target=run, daemon=True)

@@ -200,7 +200,7 @@ def test_a_budget_below_the_minimum_or_malformed_is_refused(site, engine, amount
 
 
 def test_a_creator_opts_out_of_notices(site, engine):
-    notices = pytest.importorskip("bot.notices")
+    notices = pytest.importorskip("bot.outbox")
     site.sign_in(CAROL.user_id, "carol")
 
     site.post("/me/notices/opt-out")

@@ -1,4 +1,4 @@
-"""An in-memory X that implements the `bot.x_api.XApi` port, for listener and notice tests.
+"""An in-memory X that implements the platform port (`bot.platforms.x.api.XApi`), for tests.
 
 It behaves like the real adapter where a caller could notice: mentions come newest first in
 pages of 5..100 with a `next_token`, `since_id` is exclusive, only the 800 newest mentions are
@@ -20,15 +20,18 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.x_api import (
-    ENDPOINT_MENTIONS,
+from bot.platforms import (
     DuplicateContent,
     Mention,
     MentionsPage,
     PermanentError,
-    RateLimit,
+    PlatformUser,
     Unauthorized,
-    XUser,
+)
+from bot.platforms.x.api import (
+    ENDPOINT_MENTIONS,
+    PLATFORM,
+    RateLimit,
     clamp_max_results,
     is_valid_username,
 )
@@ -49,7 +52,7 @@ class FakeXApi:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._clock = clock or (lambda: datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
-        self.users: dict[str, XUser] = {}  # by id
+        self.users: dict[str, PlatformUser] = {}  # by id
         self._mentions: list[Mention] = []
         self.posted: list[tuple[str, str]] = []  # (text, in_reply_to_tweet_id)
         self.posted_ids: list[str] = []  # the tweet id returned for each entry of .posted
@@ -62,47 +65,60 @@ class FakeXApi:
         self._sequence = itertools.count(1)
         self.bot = self.add_user(bot_username, bot_user_id)
 
+    @property
+    def name(self) -> str:
+        return PLATFORM
+
+    @property
+    def bot_user_id(self) -> str:
+        return self.bot.user_id
+
+    @property
+    def bot_handle(self) -> str:
+        return self.bot.handle
+
     # ----------------------------------------------------------------- arranging
 
     def add_user(
         self, username: str, user_id: str | None = None, *, name: str = "", protected: bool = False
-    ) -> XUser:
+    ) -> PlatformUser:
         """Create (or replace) an account; the handle must be free."""
         existing = self.user_named(username)
-        if existing is not None and existing.id != user_id:
+        if existing is not None and existing.user_id != user_id:
             raise ValueError(f"@{username} is taken; rename_user first to recycle it")
-        new = XUser(
-            id=user_id or str(next(self._user_ids)),
-            username=username,
+        new = PlatformUser(
+            platform=PLATFORM,
+            user_id=user_id or str(next(self._user_ids)),
+            handle=username,
             name=name or username.title(),
             protected=protected,
         )
-        self.users[new.id] = new
+        self.users[new.user_id] = new
         return new
 
-    def rename_user(self, old_username: str, new_username: str) -> XUser:
+    def rename_user(self, old_username: str, new_username: str) -> PlatformUser:
         """The account keeps its id; the old handle becomes free for someone else."""
         found = self.user_named(old_username)
         if found is None:
             raise KeyError(old_username)
-        renamed = XUser(found.id, new_username, found.name, found.protected)
-        self.users[found.id] = renamed
+        renamed = PlatformUser(PLATFORM, found.user_id, new_username, found.name, found.protected)
+        self.users[found.user_id] = renamed
         return renamed
 
-    def user_named(self, username: str) -> XUser | None:
+    def user_named(self, username: str) -> PlatformUser | None:
         key = username.lstrip("@").casefold()
-        return next((u for u in self.users.values() if u.username.casefold() == key), None)
+        return next((u for u in self.users.values() if u.handle.casefold() == key), None)
 
-    def add_token(self, access_token: str, user: XUser | str) -> None:
+    def add_token(self, access_token: str, user: PlatformUser | str) -> None:
         """Make `me(access_token)` answer as `user` (as after a completed OAuth sign-in)."""
         found = self._resolve(user)
-        self.tokens[access_token] = found.id
+        self.tokens[access_token] = found.user_id
 
     def add_mention(
         self,
-        author: XUser | str,
+        author: PlatformUser | str,
         text: str,
-        in_reply_to_user: XUser | str | None = None,
+        in_reply_to_user: PlatformUser | str | None = None,
         created_at: datetime | None = None,
         retweet: bool = False,
         edit_of: Mention | None = None,
@@ -116,17 +132,18 @@ class FakeXApi:
         for handle in mentioned_usernames(text):
             known = self.user_named(handle)
             if known is not None:
-                mentioned.setdefault(handle.casefold(), known.id)
+                mentioned.setdefault(handle.casefold(), known.user_id)
         mention = Mention(
+            platform=PLATFORM,
             id=tweet_id,
             original_id=edit_of.original_id if edit_of else tweet_id,
             text=text,
-            author_id=writer.id,
-            author_username=writer.username,
+            author_id=writer.user_id,
+            author_handle=writer.handle,
             created_at=moment,
-            in_reply_to_user_id=replied_to.id if replied_to else None,
-            in_reply_to_username=replied_to.username if replied_to else None,
-            is_retweet=retweet,
+            in_reply_to_user_id=replied_to.user_id if replied_to else None,
+            in_reply_to_handle=replied_to.handle if replied_to else None,
+            is_repost=retweet,
             conversation_id=(edit_of.conversation_id if edit_of else None) or tweet_id,
             mentioned_ids=mentioned,
         )
@@ -142,9 +159,9 @@ class FakeXApi:
     def set_rate_limit(self, endpoint: str, limit: int, remaining: int, reset_at: datetime) -> None:
         self.rate_limits_seen[endpoint] = RateLimit(limit, remaining, reset_at)
 
-    def _resolve(self, who: XUser | str) -> XUser:
-        if isinstance(who, XUser):
-            self.users.setdefault(who.id, who)
+    def _resolve(self, who: PlatformUser | str) -> PlatformUser:
+        if isinstance(who, PlatformUser):
+            self.users.setdefault(who.user_id, who)
             return who
         return self.user_named(who) or self.add_user(who.lstrip("@"))
 
@@ -180,7 +197,7 @@ class FakeXApi:
         size = clamp_max_results(max_results)
         chosen = tuple(reachable[:size])
         next_token = f"next-{chosen[-1].id}" if len(reachable) > size else None
-        involved: dict[str, XUser] = {}
+        involved: dict[str, PlatformUser] = {}
         for m in chosen:
             ids = [m.author_id, m.in_reply_to_user_id, *m.mentioned_ids.values()]
             involved.update((i, self.users[i]) for i in ids if i is not None and i in self.users)
@@ -191,31 +208,31 @@ class FakeXApi:
             users=involved,
         )
 
-    def lookup_users(self, usernames: Sequence[str]) -> dict[str, XUser]:
-        self._enter("lookup_users", tuple(usernames))
-        found: dict[str, XUser] = {}
-        for name in usernames:
+    def lookup_users(self, handles: Sequence[str]) -> dict[str, PlatformUser]:
+        self._enter("lookup_users", tuple(handles))
+        found: dict[str, PlatformUser] = {}
+        for name in handles:
             name = name[1:] if name.startswith(("@", "＠")) else name
             if not is_valid_username(name):
                 continue
             user = self.user_named(name)
             if user is not None:
-                found[user.username.casefold()] = user
+                found[user.handle.casefold()] = user
         return found
 
-    def get_user(self, user_id: str) -> XUser | None:
+    def get_user(self, user_id: str) -> PlatformUser | None:
         self._enter("get_user", user_id)
         return self.users.get(user_id)
 
-    def me(self, access_token: str) -> XUser:
+    def me(self, access_token: str) -> PlatformUser:
         self._enter("me", access_token)
         user_id = self.tokens.get(access_token)
         if user_id is None or user_id not in self.users:
             raise Unauthorized("Unauthorized", endpoint="GET /2/users/me", status=401)
         return self.users[user_id]
 
-    def reply(self, text: str, in_reply_to_tweet_id: str) -> str:
-        self._enter("reply", text, in_reply_to_tweet_id)
+    def reply(self, text: str, in_reply_to_id: str) -> str:
+        self._enter("reply", text, in_reply_to_id)
         if any(posted_text == text for posted_text, _ in self.posted):
             raise DuplicateContent(
                 "You are not allowed to create a Tweet with duplicate content.",
@@ -223,7 +240,7 @@ class FakeXApi:
                 status=403,
             )
         tweet_id = snowflake(self._clock(), next(self._sequence))
-        self.posted.append((text, in_reply_to_tweet_id))
+        self.posted.append((text, in_reply_to_id))
         self.posted_ids.append(tweet_id)
         return tweet_id
 

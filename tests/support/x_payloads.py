@@ -27,7 +27,7 @@ from typing import Any
 
 import responses
 
-from bot.x_api import TweepyXApi
+from bot.platforms.x.api import TweepyXApi
 
 API = "https://api.twitter.com"
 TWITTER_EPOCH_MS = 1288834974657
@@ -110,7 +110,7 @@ def tweet(
     quote_of: str | None = None,
     mention_ids: Mapping[str, str] | None = None,
 ) -> Json:
-    """A tweet object with every field the bot asks for (see bot.x_api.MENTION_TWEET_FIELDS)."""
+    """A tweet object with every field the bot asks for (see x.api.MENTION_TWEET_FIELDS)."""
     body: Json = {
         "id": id,
         "text": text,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from bot.sandbox import Sandbox
+from bot.platforms.x.sandbox import Sandbox
 
 
 @pytest.fixture

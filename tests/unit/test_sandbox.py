@@ -20,7 +20,7 @@ import requests
 import tweepy
 from requests.adapters import HTTPAdapter
 
-from bot.sandbox import ManualClock, Sandbox, find_mentions
+from bot.platforms.x.sandbox import ManualClock, Sandbox, find_mentions
 
 START = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 CALLBACK = "http://127.0.0.1:5000/oauth/callback"

@@ -20,7 +20,7 @@ import requests
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from bot.sandbox import ManualClock, Sandbox
+from bot.platforms.x.sandbox import ManualClock, Sandbox
 
 OPENAPI = Path(__file__).resolve().parents[3] / "shared" / "x-api" / "openapi-v2.json"
 FIXTURES = OPENAPI.parents[1] / "fixtures" / "x-api"

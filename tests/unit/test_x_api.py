@@ -18,20 +18,22 @@ import pytest
 import requests
 import responses
 
-from bot.x_api import (
-    ENDPOINT_CREATE_TWEET,
-    ENDPOINT_MENTIONS,
-    ENDPOINT_USERS_BY,
+from bot.platforms import (
     DuplicateContent,
     NotFound,
     PermanentError,
-    RateLimit,
+    PlatformError,
     RateLimited,
     TransientError,
-    TweepyXApi,
     Unauthorized,
+)
+from bot.platforms.x.api import (
+    ENDPOINT_CREATE_TWEET,
+    ENDPOINT_MENTIONS,
+    ENDPOINT_USERS_BY,
+    RateLimit,
+    TweepyXApi,
     XApi,
-    XApiError,
     snowflake_time,
 )
 from tests.support import x_payloads as xp
@@ -166,16 +168,16 @@ def test_a_mention_is_read_with_its_author_reply_target_recipients_and_utc_time(
     (mention,) = page.mentions
     assert mention.id == tip["id"] == mention.original_id == page.newest_id
     assert mention.text == "@Carol @FLATTR @bob €0.50"
-    assert mention.author_username == "alice"
+    assert mention.author_handle == "alice"
     assert mention.author_id == tl.users["alice"]["id"]
     assert mention.in_reply_to_user_id == carol["id"]
-    assert mention.in_reply_to_username == "Carol"
+    assert mention.in_reply_to_handle == "Carol"
     assert mention.mentioned_ids == {"carol": carol["id"], "flattr": BOT_ID, "bob": bob["id"]}
     assert mention.created_at == datetime(2024, 2, 29, 23, 59, 59, tzinfo=UTC)
     assert mention.created_at.utcoffset() == timedelta(0)
-    assert mention.is_retweet is False and mention.is_edit is False
+    assert mention.is_repost is False and mention.is_edit is False
     assert mention.conversation_id == tip["conversation_id"]
-    assert page.users[carol["id"]].username == "Carol"
+    assert page.users[carol["id"]].handle == "Carol"
 
 
 def test_mentions_come_back_newest_first_as_x_sends_them(rsps, api):
@@ -194,7 +196,7 @@ def test_a_retweet_is_flagged_as_one(rsps, api):
     rt = tl.mention("alice", "RT @dan: @flattr @bob €2", retweet=True)
     rsps.get(xp.mentions_url(BOT_ID), json=tl.page([rt]))
 
-    assert api.mentions(since_id=None).mentions[0].is_retweet is True
+    assert api.mentions(since_id=None).mentions[0].is_repost is True
 
 
 def test_an_edited_tweet_keeps_the_id_of_its_first_version(rsps, api):
@@ -297,7 +299,7 @@ def test_looking_up_150_names_takes_two_calls_and_unknown_names_are_absent(rsps,
     assert len(rsps.calls) == 2
     assert len(users) == 148
     assert "user7" not in users and "user120" not in users
-    assert users["user149"].id == "5149"
+    assert users["user149"].user_id == "5149"
 
 
 def test_lookup_keys_are_casefolded_and_invalid_or_repeated_names_are_not_sent(rsps, api):
@@ -307,7 +309,7 @@ def test_lookup_keys_are_casefolded_and_invalid_or_repeated_names_are_not_sent(r
 
     assert query_of(rsps.calls[0])["usernames"] == ["Bob,nobody"]
     assert query_of(rsps.calls[0])["user.fields"] == ["username,name,protected"]
-    assert users == {"bob": users["bob"]} and users["bob"].id == "42"
+    assert users == {"bob": users["bob"]} and users["bob"].user_id == "42"
 
 
 def test_looking_up_no_names_asks_nothing(rsps, api):
@@ -328,7 +330,7 @@ def test_the_recorded_user_lookup_is_read(rsps, api):
 
     users = api.lookup_users(["Twitter", "TwitterDev"])
 
-    assert users["twitterdev"].id == "2244994945"
+    assert users["twitterdev"].user_id == "2244994945"
     assert users["twitter"].name == "Twitter"
     assert api.rate_limits[ENDPOINT_USERS_BY].remaining == 299
 
@@ -341,7 +343,7 @@ def test_get_user_answers_none_for_an_unknown_or_missing_account(rsps, api):
     assert api.get_user("1") is None
     assert api.get_user("2") is None
     carol = api.get_user("3")
-    assert carol is not None and carol.username == "carol" and carol.protected
+    assert carol is not None and carol.handle == "carol" and carol.protected
 
 
 def test_ids_that_are_not_numbers_never_reach_a_url(api, rsps):
@@ -549,7 +551,7 @@ def test_me_asks_with_the_users_own_token_as_bearer(rsps, api):
 
     me = api.me("user-oauth2-token")
 
-    assert me.id == "1072250532645998596" and me.username == "TweepyDev"
+    assert me.user_id == "1072250532645998596" and me.handle == "TweepyDev"
     assert rsps.calls[0].request.headers["Authorization"] == "Bearer user-oauth2-token"
     assert query_of(rsps.calls[0])["user.fields"] == ["username,name,protected"]
 
@@ -637,12 +639,12 @@ def test_a_base_url_with_a_path_keeps_its_prefix(rsps, sleeps):
     api = make_api(sleeps, base_url=REDIRECT + "/x-sandbox")
     rsps.get(REDIRECT + "/x-sandbox/2/users/by", json=xp.users_by([xp.user("42", "bob")]))
 
-    assert api.lookup_users(["bob"])["bob"].id == "42"
+    assert api.lookup_users(["bob"])["bob"].user_id == "42"
     assert rsps.calls[0].request.url.startswith(REDIRECT + "/x-sandbox/2/users/by?")
 
 
 def test_the_default_base_url_mounts_no_adapter(api):
-    from bot.x_api import BaseUrlAdapter
+    from bot.platforms.x.api import BaseUrlAdapter
 
     session = api._session
     assert not any(isinstance(a, BaseUrlAdapter) for a in session.adapters.values())
@@ -668,7 +670,7 @@ def test_secrets_never_appear_in_errors(rsps, api, status, method):
             json=xp.problem(status, "Nope", echo),
         )
 
-    with pytest.raises(XApiError) as raised:
+    with pytest.raises(PlatformError) as raised:
         if method == "reply":
             api.reply("hi", "5")
         else:
@@ -760,9 +762,9 @@ def test_the_fake_fills_mentioned_ids_from_known_users_only():
 
     mention = x.add_mention("alice", "@flattr @BOB @ghost", in_reply_to_user=carol)
 
-    assert mention.mentioned_ids == {"flattr": x.bot.id, "bob": bob.id}
-    assert mention.in_reply_to_username == "carol" and mention.author_username == "alice"
-    assert x.mentions(since_id=None).users[bob.id] == bob
+    assert mention.mentioned_ids == {"flattr": x.bot.user_id, "bob": bob.user_id}
+    assert mention.in_reply_to_handle == "carol" and mention.author_handle == "alice"
+    assert x.mentions(since_id=None).users[bob.user_id] == bob
 
 
 def test_the_fake_keeps_the_original_id_of_an_edit_and_flags_retweets():
@@ -772,7 +774,7 @@ def test_the_fake_keeps_the_original_id_of_an_edit_and_flags_retweets():
     rt = x.add_mention("dan", "RT @alice: @flattr @bob €3", retweet=True)
 
     assert edit.original_id == first.id != edit.id
-    assert rt.is_retweet and not edit.is_retweet
+    assert rt.is_repost and not edit.is_repost
 
 
 def test_the_fake_lookup_ignores_case_and_leaves_unknown_names_out():
@@ -789,8 +791,8 @@ def test_the_fake_keeps_a_renamed_account_and_gives_a_recycled_handle_a_new_id()
     x.rename_user("bob", "robert")
     newcomer = x.add_user("bob")
 
-    assert x.lookup_users(["robert"])["robert"].id == old.id
-    assert x.lookup_users(["bob"])["bob"].id == newcomer.id != old.id
+    assert x.lookup_users(["robert"])["robert"].user_id == old.user_id
+    assert x.lookup_users(["bob"])["bob"].user_id == newcomer.user_id != old.user_id
 
 
 def test_the_fake_records_replies_and_refuses_a_repeated_text():
@@ -819,7 +821,7 @@ def test_the_fake_answers_me_only_for_a_known_token():
     x = FakeXApi()
     x.add_token("good-token", "bob")
 
-    assert x.me("good-token").username == "bob"
+    assert x.me("good-token").handle == "bob"
     with pytest.raises(Unauthorized):
         x.me("bad-token")
 
@@ -845,7 +847,7 @@ def test_the_fake_reads_like_the_adapter_for_the_same_mention(rsps, api):
     tl.user("flattr", BOT_ID)
     for name in ("carol", "bob", "alice"):
         fake_user = x.add_user(name)
-        tl.user(name, fake_user.id)
+        tl.user(name, fake_user.user_id)
     when = datetime(2024, 3, 5, 8, 0, tzinfo=UTC)
     text = "@carol @flattr @bob €1"
     faked = x.add_mention("alice", text, in_reply_to_user="carol", created_at=when)

@@ -29,8 +29,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Response as BaseResponse
 
 from bot.hosts import is_loopback
-from bot.sandbox import pages
-from bot.sandbox.world import (
+from bot.platforms.x.sandbox import pages
+from bot.platforms.x.sandbox.world import (
     RATE_LIMITS,
     RATE_WINDOW,
     TOKEN_LIFETIME,
@@ -417,7 +417,7 @@ class _Params:
 
 def create_app(world: World, settings: SandboxSettings) -> Flask:
     """The WSGI app of the sandbox; usable without a socket through `app.test_client()`."""
-    app = Flask("bot.sandbox")
+    app = Flask("bot.platforms.x.sandbox")
 
     def authenticate() -> Principal | None:
         header = request.headers.get("Authorization", "")

@@ -3,7 +3,7 @@
 `World` is the in-process control API of the loopback X API fake. Tests and `tipjar demo`
 arrange a scene through it (users, mentions, renames, injected faults, a settable clock)
 and read back what the bot did (posts, DMs, requests). The HTTP layer in
-`bot.sandbox.server` only translates requests into calls on this object, so everything
+`bot.platforms.x.sandbox.server` only translates requests into calls on this object, so everything
 here is guarded by one re-entrant lock and safe to use while the server thread runs.
 """
 

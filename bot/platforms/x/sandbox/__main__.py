@@ -1,4 +1,4 @@
-"""`python -m bot.sandbox`: run the loopback X API in the foreground with demo accounts.
+"""`python -m bot.platforms.x.sandbox`: run the loopback X API in the foreground with demo accounts.
 
 Prints the URLs and the environment that points tipjar at it, then serves until Ctrl-C.
 Nothing listens beyond loopback.
@@ -11,7 +11,7 @@ import signal
 import threading
 from types import FrameType
 
-from bot.sandbox.server import Sandbox
+from bot.platforms.x.sandbox.server import Sandbox
 
 DEMO_USERS = (("alice", "Alice Supporter"), ("bob", "Bob Creator"), ("carol", "Carol Artist"))
 
@@ -21,7 +21,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bot.platforms.x.sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="a loopback address")
     parser.add_argument("--port", type=int, default=8765, help="0 picks any free port")
     parser.add_argument("--bot-username", default="flattr")

@@ -1,11 +1,8 @@
-"""The port through which tipjar talks to X, and its tweepy implementation.
+"""The X adapter of the platform port (`bot.platforms.port`): tweepy and X's JSON stay here.
 
-The rest of the bot sees only the `XApi` protocol, plain frozen values (`XUser`, `Mention`,
-`MentionsPage`, `RateLimit`) and a small error hierarchy that says what the caller should do:
-
-- `RateLimited`: skip this run until `reset_at` (never sleep inside a job);
-- `TransientError`: the platform is down or answered nonsense; try again later, nothing is lost;
-- `PermanentError` (and `DuplicateContent`, `Unauthorized`, `NotFound`): retrying will not help.
+The rest of the bot sees only the `Platform` port, its plain frozen values (`PlatformUser`,
+`Mention`, `MentionsPage`) and its error hierarchy; `XApi` adds X's per-endpoint
+`RateLimit` windows. `parse_mentions_page` turns X's v2 JSON into port values.
 
 `TweepyXApi` is built on tweepy's `Client`, whose responses it reads raw so that rate-limit
 headers are seen on every call. tweepy hard-codes `https://api.twitter.com`; a transport
@@ -22,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +29,19 @@ import tweepy
 from requests.adapters import HTTPAdapter
 
 from bot.hosts import is_loopback
+from bot.platforms.port import (
+    DuplicateContent,
+    Mention,
+    MentionsPage,
+    NotFound,
+    PermanentError,
+    Platform,
+    PlatformError,
+    PlatformUser,
+    RateLimited,
+    TransientError,
+    Unauthorized,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -44,20 +54,11 @@ __all__ = [
     "MAX_MENTIONS_PER_PAGE",
     "MAX_USERNAMES_PER_LOOKUP",
     "MIN_MENTIONS_PER_PAGE",
+    "PLATFORM",
     "BaseUrlAdapter",
-    "DuplicateContent",
-    "Mention",
-    "MentionsPage",
-    "NotFound",
-    "PermanentError",
     "RateLimit",
-    "RateLimited",
-    "TransientError",
     "TweepyXApi",
-    "Unauthorized",
     "XApi",
-    "XApiError",
-    "XUser",
     "clamp_max_results",
     "is_valid_username",
     "parse_mentions_page",
@@ -106,13 +107,7 @@ _REDACTED = "***"
 
 # --------------------------------------------------------------------------- values
 
-
-@dataclass(frozen=True)
-class XUser:
-    id: str
-    username: str
-    name: str = ""
-    protected: bool = False
+PLATFORM = "x"  # the platform's key in identities and state keys
 
 
 @dataclass(frozen=True)
@@ -126,107 +121,12 @@ class RateLimit:
         return self.remaining <= 0 and now < self.reset_at
 
 
-@dataclass(frozen=True)
-class Mention:
-    id: str
-    original_id: str  # first id of edit_history_tweet_ids: the idempotency key of a tip
-    text: str
-    author_id: str
-    author_username: str | None
-    created_at: datetime  # UTC, aware
-    in_reply_to_user_id: str | None
-    in_reply_to_username: str | None
-    is_retweet: bool
-    conversation_id: str | None
-    # casefolded username -> user id, for the handles mentioned in the text that X resolved
-    mentioned_ids: Mapping[str, str] = field(default_factory=dict, hash=False)
-
-    @property
-    def is_edit(self) -> bool:
-        return self.original_id != self.id
-
-
-@dataclass(frozen=True)
-class MentionsPage:
-    mentions: tuple[Mention, ...]  # as the API returns them: newest first
-    newest_id: str | None
-    next_token: str | None
-    users: Mapping[str, XUser] = field(default_factory=dict, hash=False)  # by id
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class XApiError(Exception):
-    """Base of every failure of the X port. Messages never carry credentials."""
-
-    def __init__(
-        self, message: str = "", *, endpoint: str | None = None, status: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.status = status
-
-
-class RateLimited(XApiError):
-    """The endpoint's window is used up; try again at `reset_at`."""
-
-    def __init__(
-        self, reset_at: datetime, *, endpoint: str | None = None, message: str | None = None
-    ) -> None:
-        text = message or f"{endpoint or 'X API'}: rate limited until {reset_at.isoformat()}"
-        super().__init__(text, endpoint=endpoint, status=429)
-        self.reset_at = reset_at
-
-
-class TransientError(XApiError):
-    """The platform failed (5xx, timeout, connection, malformed body); retry later."""
-
-
-class PermanentError(XApiError):
-    """The platform refused the request for good; retrying the same request will not help."""
-
-    default_reason = "refused"
-
-    def __init__(
-        self, reason: str | None = None, *, endpoint: str | None = None, status: int | None = None
-    ) -> None:
-        self.reason = reason or self.default_reason
-        prefix = endpoint or "X API"
-        text = f"{prefix}: HTTP {status}: {self.reason}" if status else f"{prefix}: {self.reason}"
-        super().__init__(text, endpoint=endpoint, status=status)
-
-
-class DuplicateContent(PermanentError):
-    default_reason = "duplicate content"
-
-
-class Unauthorized(PermanentError):
-    default_reason = "unauthorized"
-
-
-class NotFound(PermanentError):
-    default_reason = "not found"
-
-
 # --------------------------------------------------------------------------- the port
 
 
 @runtime_checkable
-class XApi(Protocol):
-    def mentions(
-        self, *, since_id: str | None, pagination_token: str | None = None, max_results: int = 100
-    ) -> MentionsPage: ...
-
-    def lookup_users(self, usernames: Sequence[str]) -> dict[str, XUser]: ...
-
-    def get_user(self, user_id: str) -> XUser | None: ...
-
-    def me(self, access_token: str) -> XUser: ...
-
-    def reply(self, text: str, in_reply_to_tweet_id: str) -> str: ...
-
-    def send_dm(self, user_id: str, text: str) -> str: ...
+class XApi(Platform, Protocol):
+    """The platform port plus what only X has: per-endpoint rate-limit windows."""
 
     @property
     def rate_limits(self) -> Mapping[str, RateLimit]: ...
@@ -295,10 +195,11 @@ def _dict(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def _parse_user(obj: Mapping[str, Any]) -> XUser:
-    return XUser(
-        id=_str(obj, "id"),
-        username=_str(obj, "username"),
+def _parse_user(obj: Mapping[str, Any]) -> PlatformUser:
+    return PlatformUser(
+        platform=PLATFORM,
+        user_id=_str(obj, "id"),
+        handle=_str(obj, "username"),
         name=name if isinstance(name := obj.get("name"), str) else "",
         protected=obj.get("protected") is True,
     )
@@ -321,7 +222,7 @@ def _parse_created_at(tweet: Mapping[str, Any], tweet_id: str) -> datetime:
 
 
 def _parse_mention(
-    tweet: Mapping[str, Any], users: Mapping[str, XUser], by_name: Mapping[str, str]
+    tweet: Mapping[str, Any], users: Mapping[str, PlatformUser], by_name: Mapping[str, str]
 ) -> Mention:
     tweet_id = _str(tweet, "id")
     if _NUMERIC_ID.fullmatch(tweet_id) is None:
@@ -353,15 +254,16 @@ def _parse_mention(
     in_reply_to_user_id = _opt_str(tweet, "in_reply_to_user_id")
     replied_to = users.get(in_reply_to_user_id) if in_reply_to_user_id else None
     return Mention(
+        platform=PLATFORM,
         id=tweet_id,
         original_id=history[0],
         text=text,
         author_id=author_id,
-        author_username=author.username if author else None,
+        author_handle=author.handle if author else None,
         created_at=_parse_created_at(tweet, tweet_id),
         in_reply_to_user_id=in_reply_to_user_id,
-        in_reply_to_username=replied_to.username if replied_to else None,
-        is_retweet=is_retweet,
+        in_reply_to_handle=replied_to.handle if replied_to else None,
+        is_repost=is_retweet,
         conversation_id=_opt_str(tweet, "conversation_id"),
         mentioned_ids=mentioned,
     )
@@ -370,9 +272,9 @@ def _parse_mention(
 def parse_mentions_page(body: Mapping[str, Any]) -> MentionsPage:
     """Read a `GET /2/users/:id/mentions` body; raises `_Malformed` on a wrong shape."""
     includes = _dict(body, "includes")
-    users = {user.id: user for user in map(_parse_user, _list_of_dicts(includes, "users"))}
+    users = {user.user_id: user for user in map(_parse_user, _list_of_dicts(includes, "users"))}
     # Built once per page: a page of 100 mentions would otherwise rebuild it 100 times.
-    by_name = {user.username.casefold(): user.id for user in users.values()}
+    by_name = {user.handle.casefold(): user.user_id for user in users.values()}
     mentions = tuple(
         _parse_mention(tweet, users, by_name) for tweet in _list_of_dicts(body, "data")
     )
@@ -510,6 +412,7 @@ class TweepyXApi:
         *,
         bot_user_id: str,
         bearer_token: str,
+        bot_handle: str = "",
         consumer_key: str = "",
         consumer_secret: str = "",
         access_token: str = "",
@@ -525,6 +428,7 @@ class TweepyXApi:
         if max_retries < 0 or backoff < 0 or timeout <= 0:
             raise ValueError("max_retries and backoff must be >= 0, timeout > 0")
         self.bot_user_id = _require_id(bot_user_id, "bot_user_id")
+        self.bot_handle = bot_handle
         self.base_url = base_url.rstrip("/") or DEFAULT_BASE_URL
         self._has_user_context = all(
             (consumer_key, consumer_secret, access_token, access_token_secret)
@@ -574,6 +478,10 @@ class TweepyXApi:
     # ----------------------------------------------------------------- the port
 
     @property
+    def name(self) -> str:
+        return PLATFORM
+
+    @property
     def rate_limits(self) -> Mapping[str, RateLimit]:
         with self._lock:
             return dict(self._rate_limits)
@@ -597,16 +505,16 @@ class TweepyXApi:
         )
         return self._read(ENDPOINT_MENTIONS, parse_mentions_page, body)
 
-    def lookup_users(self, usernames: Sequence[str]) -> dict[str, XUser]:
+    def lookup_users(self, handles: Sequence[str]) -> dict[str, PlatformUser]:
         wanted: dict[str, str] = {}
-        for raw in usernames:
+        for raw in handles:
             name = raw[1:] if raw.startswith(("@", "＠")) else raw
             # An invalid handle makes X answer 400 for the whole batch: such a name cannot be
             # an account anyway, so it is simply absent from the answer.
             if is_valid_username(name):
                 wanted.setdefault(name.casefold(), name)
         names = list(wanted.values())
-        found: dict[str, XUser] = {}
+        found: dict[str, PlatformUser] = {}
         for start in range(0, len(names), MAX_USERNAMES_PER_LOOKUP):
             batch = names[start : start + MAX_USERNAMES_PER_LOOKUP]
             body = self._call(
@@ -619,10 +527,10 @@ class TweepyXApi:
                 ),
             )
             users = self._read(ENDPOINT_USERS_BY, _users_of, body)
-            found.update((user.username.casefold(), user) for user in users)
+            found.update((user.handle.casefold(), user) for user in users)
         return found
 
-    def get_user(self, user_id: str) -> XUser | None:
+    def get_user(self, user_id: str) -> PlatformUser | None:
         _require_id(user_id, "user_id")
         try:
             body = self._call(
@@ -637,7 +545,7 @@ class TweepyXApi:
         # Unknown and suspended users come back as 200 with errors[] and no data.
         return users[0] if users else None
 
-    def me(self, access_token: str) -> XUser:
+    def me(self, access_token: str) -> PlatformUser:
         if not access_token:
             raise Unauthorized("no access token", endpoint=ENDPOINT_ME)
         client = tweepy.Client(
@@ -656,15 +564,15 @@ class TweepyXApi:
             raise TransientError("users/me answered without a user", endpoint=ENDPOINT_ME)
         return users[0]
 
-    def reply(self, text: str, in_reply_to_tweet_id: str) -> str:
-        _require_id(in_reply_to_tweet_id, "in_reply_to_tweet_id")
+    def reply(self, text: str, in_reply_to_id: str) -> str:
+        _require_id(in_reply_to_id, "in_reply_to_id")
         if not text:
             raise ValueError("a reply needs text")
         self._require_user_context(ENDPOINT_CREATE_TWEET)
         body = self._call(
             ENDPOINT_CREATE_TWEET,
             lambda: self._client.create_tweet(
-                text=text, in_reply_to_tweet_id=in_reply_to_tweet_id, user_auth=True
+                text=text, in_reply_to_tweet_id=in_reply_to_id, user_auth=True
             ),
         )
         return self._read(ENDPOINT_CREATE_TWEET, lambda b: _str(_dict(b, "data"), "id"), body)
@@ -699,12 +607,12 @@ class TweepyXApi:
         precheck: bool = True,
         record: bool = True,
     ) -> dict[str, Any]:
-        """Send one request with retries; return its JSON object or raise an `XApiError`."""
+        """Send one request with retries; return its JSON object or raise an `PlatformError`."""
         if precheck:
             self._refuse_if_exhausted(endpoint)
         attempt = 0
         while True:
-            failure: XApiError
+            failure: PlatformError
             try:
                 response = send()
             except tweepy.errors.HTTPException as exc:
@@ -837,7 +745,7 @@ class TweepyXApi:
         return PermanentError(reason, endpoint=endpoint, status=status)
 
 
-def _users_of(body: Mapping[str, Any]) -> list[XUser]:
+def _users_of(body: Mapping[str, Any]) -> list[PlatformUser]:
     """Users in `data` (an object or a list); entries in errors[] are simply absent."""
     data = body.get("data")
     if data is None:

@@ -1,4 +1,4 @@
-"""Builds the X client from `Settings`: the one place that turns configuration into a TweepyXApi.
+"""Builds the X adapter from `Settings`: the one place that turns configuration into a TweepyXApi.
 
 Kept apart from `bot.app` so that commands which never talk to X (audit, balances) do not
 need X credentials, and so that tests can build the real client against a fake host.
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from bot.config import Settings
-from bot.x_api import TweepyXApi
+from bot.platforms.x.api import TweepyXApi
 from escrow.ledger import utcnow
 
 
@@ -45,6 +45,7 @@ def build_x_api(
         raise XNotConfigured(f"{' and '.join(missing)} must be set to talk to X")
     return TweepyXApi(
         bot_user_id=settings.x_bot_user_id,
+        bot_handle=settings.x_bot_username,
         bearer_token=settings.x_bearer_token,
         consumer_key=settings.x_api_key,
         consumer_secret=settings.x_api_secret,

@@ -5,8 +5,8 @@ tests; its `World` is the control API (users, mentions, renames, faults, clock) 
 record of what the bot did (posts, DMs, requests). Importing this package starts nothing.
 """
 
-from bot.sandbox.server import AuthorizeError, Sandbox, SandboxSettings, create_app
-from bot.sandbox.world import (
+from bot.platforms.x.sandbox.server import AuthorizeError, Sandbox, SandboxSettings, create_app
+from bot.platforms.x.sandbox.world import (
     DirectMessage,
     Fault,
     ManualClock,
