@@ -415,29 +415,45 @@ class _Params:
 # -- the application -----------------------------------------------------------------------
 
 
-def create_app(world: World, settings: SandboxSettings) -> Flask:
-    """The WSGI app of the sandbox; usable without a socket through `app.test_client()`."""
-    app = Flask("bot.platforms.x.sandbox")
+class _RouteGroup:
+    """A named group of the sandbox's routes over one world; `register` adds them to an app."""
 
-    def authenticate() -> Principal | None:
+    def __init__(self, world: World, settings: SandboxSettings) -> None:
+        self.world = world
+        self.settings = settings
+
+    def register(self, app: Flask) -> None:
+        raise NotImplementedError
+
+
+class _Gate(_RouteGroup):
+    """Who is asking, whether they may, the rate window, injected faults, the request log."""
+
+    def register(self, app: Flask) -> None:
+        app.before_request(self.inject_fault)
+        app.after_request(self.finish)
+        app.register_error_handler(404, self.not_found)
+        app.register_error_handler(405, self.not_allowed)
+
+    def authenticate(self) -> Principal | None:
         header = request.headers.get("Authorization", "")
         if header.startswith("OAuth "):
-            bot = world.user_by_id(settings.bot_user.id)
+            bot = self.world.user_by_id(self.settings.bot_user.id)
             return None if bot is None else Principal(f"user:{bot.id}", bot, None)
         if not header.startswith("Bearer "):
             return None
         token = header.removeprefix("Bearer ").strip()
-        if token and hmac.compare_digest(token.encode(), settings.bearer_token.encode()):
+        if token and hmac.compare_digest(token.encode(), self.settings.bearer_token.encode()):
             return Principal("app", None, None)
-        grant = world.token_grant(token)
-        user = None if grant is None else world.user_by_id(grant.user_id)
+        grant = self.world.token_grant(token)
+        user = None if grant is None else self.world.user_by_id(grant.user_id)
         if grant is None or user is None:
             return None
         return Principal(f"user:{user.id}", user, grant.scopes)
 
-    def admit(endpoint: str, scopes: frozenset[str]) -> Principal | Response:
+    def admit(self, endpoint: str, scopes: frozenset[str]) -> Principal | Response:
         """Authentication, authorization and the rate window of one API request."""
-        principal = authenticate()
+        principal = self.authenticate()
         if principal is None:
             return _problem(401, "Unauthorized", "Unauthorized")
         app_limit, _user_limit = RATE_LIMITS[endpoint]
@@ -457,24 +473,23 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
                     403, "Forbidden", f"The access token lacks the scopes {', '.join(missing)}."
                 )
         g.principal_key = principal.key
-        rate = world.consume_rate(endpoint, principal.key)
+        rate = self.world.consume_rate(endpoint, principal.key)
         g.rate = rate
         if not rate.allowed:
             return _problem(429, "Too Many Requests", "Too Many Requests")
         return principal
 
-    @app.before_request
-    def inject_fault() -> Response | None:
-        fault = world.take_fault(request.method, request.path)
+    def inject_fault(self) -> Response | None:
+        fault = self.world.take_fault(request.method, request.path)
         if fault is None:
             return None
         if fault.delay > 0:
             time.sleep(fault.delay)
         if fault.status is None:
             return None
-        return _fault_response(fault)
+        return self._fault_response(fault)
 
-    def _fault_response(fault: Fault) -> Response:
+    def _fault_response(self, fault: Fault) -> Response:
         assert fault.status is not None
         if fault.malformed:
             return Response(b'{"data": [{"id": "1', status=fault.status, content_type=JSON_TYPE)
@@ -489,44 +504,62 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             limits = RATE_LIMITS.get(endpoint or "", (None, 0))
             response.headers["x-rate-limit-limit"] = str(limits[0] or limits[1])
             response.headers["x-rate-limit-remaining"] = "0"
-            reset = world.now() + RATE_WINDOW
+            reset = self.world.now() + RATE_WINDOW
             response.headers["x-rate-limit-reset"] = str(int(reset.timestamp()))
         response.headers.update(fault.headers)
         g.faulted = True
         return response
 
-    @app.after_request
-    def finish(response: Response) -> Response:
+    def finish(self, response: Response) -> Response:
         rate = g.get("rate")
         if rate is not None and not g.get("faulted"):
             response.headers["x-rate-limit-limit"] = str(rate.limit)
             response.headers["x-rate-limit-remaining"] = str(rate.remaining)
             response.headers["x-rate-limit-reset"] = str(rate.reset)
-        world.record_request(
+        self.world.record_request(
             RequestRecord(
                 method=request.method,
                 path=request.path,
                 query=request.query_string.decode("latin-1"),
                 status=response.status_code,
-                at=world.now(),
+                at=self.world.now(),
                 principal=g.get("principal_key"),
             )
         )
         return response
 
-    @app.errorhandler(404)
-    def not_found(_error: Exception) -> Response:
+    def not_found(self, _error: Exception) -> Response:
         return _problem(404, "Not Found", "Sorry, that page does not exist.")
 
-    @app.errorhandler(405)
-    def not_allowed(_error: Exception) -> Response:
+    def not_allowed(self, _error: Exception) -> Response:
         return _problem(405, "Method Not Allowed", "Method Not Allowed")
 
-    # -- the API -------------------------------------------------------------------------
 
-    @app.get("/2/users/<user_id>/mentions")
-    def mentions(user_id: str) -> Response:
-        admitted = admit("GET /2/users/:id/mentions", READ_SCOPES)
+class _ApiRoutes(_Gate):
+    """The X API v2 endpoints tipjar uses: mentions, user lookups, users/me, posts and DMs."""
+
+    def register(self, app: Flask) -> None:
+        super().register(app)  # the gate's hooks and error pages are app-wide, as on X
+        app.add_url_rule("/2/users/<user_id>/mentions", "mentions", self.mentions, methods=["GET"])
+        app.add_url_rule("/2/users/by", "users_by", self.users_by, methods=["GET"])
+        app.add_url_rule(
+            "/2/users/by/username/<username>",
+            "user_by_username",
+            self.user_by_username,
+            methods=["GET"],
+        )
+        app.add_url_rule("/2/users/me", "users_me", self.users_me, methods=["GET"])
+        app.add_url_rule("/2/users/<user_id>", "user_by_id", self.user_by_id, methods=["GET"])
+        app.add_url_rule("/2/tweets", "create_tweet", self.create_tweet, methods=["POST"])
+        app.add_url_rule(
+            "/2/dm_conversations/with/<participant_id>/messages",
+            "send_dm",
+            self.send_dm,
+            methods=["POST"],
+        )
+
+    def mentions(self, user_id: str) -> Response:
+        admitted = self.admit("GET /2/users/:id/mentions", READ_SCOPES)
         if isinstance(admitted, Response):
             return admitted
         params = _Params(request.args, MENTIONS_PARAMS)
@@ -541,13 +574,13 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         user_fields = params.choices("user.fields", USER_FIELDS)
         if params.problems:
             return _invalid_request(params.problems)
-        with world.lock:
-            if world.user_by_id(user_id) is None:
+        with self.world.lock:
+            if self.world.user_by_id(user_id) is None:
                 detail = f"Could not find user with id: [{user_id}]."
                 return _json({"errors": [_not_found("id", user_id, "user", detail)]})
             selected = [
                 t
-                for t in world.mentions_of(user_id)
+                for t in self.world.mentions_of(user_id)
                 if (since_id is None or int(t.id) > since_id)
                 and (until_id is None or int(t.id) < until_id)
                 and (before is None or int(t.id) < before)
@@ -555,7 +588,7 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
                 and (end_time is None or t.created_at <= end_time)
             ]
             page = selected[:max_results]
-            body = render_tweets(page, tweet_fields, expansions, user_fields)
+            body = self.render_tweets(page, tweet_fields, expansions, user_fields)
             meta: dict[str, object] = {"result_count": len(page)}
             if page:
                 meta["newest_id"] = page[0].id
@@ -566,38 +599,14 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         return _json(body)
 
     def render_tweets(
-        tweets: Sequence[Tweet], fields: set[str], expansions: set[str], user_fields: set[str]
+        self,
+        tweets: Sequence[Tweet],
+        fields: set[str],
+        expansions: set[str],
+        user_fields: set[str],
     ) -> dict[str, object]:
         fields = fields | {_IMPLIED_FIELDS[e] for e in expansions if e in _IMPLIED_FIELDS}
-        users: dict[str, User] = {}
-        included: dict[str, Tweet] = {}
-        errors: list[dict[str, str]] = []
-
-        def include_user(user_id: str | None) -> None:
-            user = None if user_id is None else world.user_by_id(user_id)
-            if user is not None:
-                users.setdefault(user.id, user)
-
-        for tweet in tweets:
-            if "author_id" in expansions:
-                include_user(tweet.author.id)
-            if "entities.mentions.username" in expansions:
-                for entity in tweet.mentions:
-                    include_user(entity.user_id)
-            if "in_reply_to_user_id" in expansions:
-                include_user(tweet.in_reply_to_user_id)
-            if expansions & {"referenced_tweets.id", "referenced_tweets.id.author_id"}:
-                for ref in tweet.referenced_tweets:
-                    target = world.get_tweet(ref["id"])
-                    if target is None:
-                        detail = f"Could not find tweet with referenced_tweets.id: [{ref['id']}]."
-                        error = _not_found("referenced_tweets.id", ref["id"], "tweet", detail)
-                        errors.append({**error, "section": "includes"})
-                        continue
-                    if "referenced_tweets.id" in expansions:
-                        included.setdefault(target.id, target)
-                    if "referenced_tweets.id.author_id" in expansions:
-                        include_user(target.author.id)
+        users, included, errors = self._expand(tweets, expansions)
         body: dict[str, object] = {}
         if tweets:
             body["data"] = [tweet_json(t, fields) for t in tweets]
@@ -612,9 +621,44 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             body["errors"] = errors
         return body
 
-    @app.get("/2/users/by")
-    def users_by() -> Response:
-        admitted = admit("GET /2/users/by", READ_SCOPES)
+    def _expand(
+        self, tweets: Sequence[Tweet], expansions: set[str]
+    ) -> tuple[dict[str, User], dict[str, Tweet], list[dict[str, str]]]:
+        """The users and tweets the `expansions` pull into `includes`, and what is missing."""
+        users: dict[str, User] = {}
+        included: dict[str, Tweet] = {}
+        errors: list[dict[str, str]] = []
+
+        def include_user(user_id: str | None) -> None:
+            user = None if user_id is None else self.world.user_by_id(user_id)
+            if user is not None:
+                users.setdefault(user.id, user)
+
+        for tweet in tweets:
+            if "author_id" in expansions:
+                include_user(tweet.author.id)
+            if "entities.mentions.username" in expansions:
+                for entity in tweet.mentions:
+                    include_user(entity.user_id)
+            if "in_reply_to_user_id" in expansions:
+                include_user(tweet.in_reply_to_user_id)
+            if not expansions & {"referenced_tweets.id", "referenced_tweets.id.author_id"}:
+                continue
+            for ref in tweet.referenced_tweets:
+                target = self.world.get_tweet(ref["id"])
+                if target is None:
+                    detail = f"Could not find tweet with referenced_tweets.id: [{ref['id']}]."
+                    error = _not_found("referenced_tweets.id", ref["id"], "tweet", detail)
+                    errors.append({**error, "section": "includes"})
+                    continue
+                if "referenced_tweets.id" in expansions:
+                    included.setdefault(target.id, target)
+                if "referenced_tweets.id.author_id" in expansions:
+                    include_user(target.author.id)
+        return users, included, errors
+
+    def users_by(self) -> Response:
+        admitted = self.admit("GET /2/users/by", READ_SCOPES)
         if isinstance(admitted, Response):
             return admitted
         params = _Params(request.args, USER_PARAMS | {"usernames"})
@@ -650,9 +694,9 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             return _invalid_request(params.problems)
         found: dict[str, User] = {}
         errors = []
-        with world.lock:
+        with self.world.lock:
             for name in names:
-                user = world.find_user(name)
+                user = self.world.find_user(name)
                 if user is None:
                     detail = f"Could not find user with usernames: [{name}]."
                     errors.append(_not_found("usernames", name, "user", detail))
@@ -665,9 +709,8 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             body["errors"] = errors
         return _json(body)
 
-    @app.get("/2/users/by/username/<username>")
-    def user_by_username(username: str) -> Response:
-        admitted = admit("GET /2/users/by/username/:username", READ_SCOPES)
+    def user_by_username(self, username: str) -> Response:
+        admitted = self.admit("GET /2/users/by/username/:username", READ_SCOPES)
         if isinstance(admitted, Response):
             return admitted
         params = _Params(request.args, USER_PARAMS)
@@ -684,16 +727,15 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         params.choices("expansions", USER_EXPANSIONS)
         if params.problems:
             return _invalid_request(params.problems)
-        with world.lock:
-            user = world.find_user(username)
+        with self.world.lock:
+            user = self.world.find_user(username)
             if user is None:
                 detail = f"Could not find user with username: [{username}]."
                 return _json({"errors": [_not_found("username", username, "user", detail)]})
             return _json({"data": user_json(user, user_fields)})
 
-    @app.get("/2/users/me")
-    def users_me() -> Response:
-        admitted = admit("GET /2/users/me", READ_SCOPES)
+    def users_me(self) -> Response:
+        admitted = self.admit("GET /2/users/me", READ_SCOPES)
         if isinstance(admitted, Response):
             return admitted
         params = _Params(request.args, USER_PARAMS)
@@ -702,12 +744,11 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         if params.problems:
             return _invalid_request(params.problems)
         assert admitted.user is not None
-        with world.lock:
+        with self.world.lock:
             return _json({"data": user_json(admitted.user, user_fields)})
 
-    @app.get("/2/users/<user_id>")
-    def user_by_id(user_id: str) -> Response:
-        admitted = admit("GET /2/users/:id", READ_SCOPES)
+    def user_by_id(self, user_id: str) -> Response:
+        admitted = self.admit("GET /2/users/:id", READ_SCOPES)
         if isinstance(admitted, Response):
             return admitted
         params = _Params(request.args, USER_PARAMS)
@@ -716,14 +757,14 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         params.choices("expansions", USER_EXPANSIONS)
         if params.problems:
             return _invalid_request(params.problems)
-        with world.lock:
-            user = world.user_by_id(user_id)
+        with self.world.lock:
+            user = self.world.user_by_id(user_id)
             if user is None:
                 detail = f"Could not find user with id: [{user_id}]."
                 return _json({"errors": [_not_found("id", user_id, "user", detail)]})
             return _json({"data": user_json(user, user_fields)})
 
-    def json_body() -> tuple[dict[str, Any] | None, Response | None]:
+    def json_body(self) -> tuple[dict[str, Any] | None, Response | None]:
         if not request.is_json:
             message = "Requests with bodies must have content-type of application/json."
             return None, _invalid_request([("", "", message)])
@@ -732,12 +773,11 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             return None, _invalid_request([("", "", "The request body is not a JSON object.")])
         return body, None
 
-    @app.post("/2/tweets")
-    def create_tweet() -> Response:
-        admitted = admit("POST /2/tweets", POST_SCOPES)
+    def create_tweet(self) -> Response:
+        admitted = self.admit("POST /2/tweets", POST_SCOPES)
         if isinstance(admitted, Response):
             return admitted
-        body, refusal = json_body()
+        body, refusal = self.json_body()
         if refusal is not None or body is None:
             return refusal or _problem(400, "Invalid Request", "No body")
         problems = [
@@ -780,25 +820,24 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             return _invalid_request(problems)
         assert admitted.user is not None and isinstance(text, str)
         try:
-            post = world.create_post(admitted.user, text, in_reply_to=in_reply_to)
+            post = self.world.create_post(admitted.user, text, in_reply_to=in_reply_to)
         except PostRefused as refused:
             return _json(refused.problem(), refused.status, PROBLEM_TYPE)
         data = {"id": post.id, "text": post.text, "edit_history_tweet_ids": [post.id]}
         return _json({"data": data}, 201)
 
-    @app.post("/2/dm_conversations/with/<participant_id>/messages")
-    def send_dm(participant_id: str) -> Response:
-        admitted = admit("POST /2/dm_conversations/with/:participant_id/messages", DM_SCOPES)
+    def send_dm(self, participant_id: str) -> Response:
+        admitted = self.admit("POST /2/dm_conversations/with/:participant_id/messages", DM_SCOPES)
         if isinstance(admitted, Response):
             return admitted
-        body, refusal = json_body()
+        body, refusal = self.json_body()
         if refusal is not None or body is None:
             return refusal or _problem(400, "Invalid Request", "No body")
         text = body.get("text")
         problems: list[tuple[str, str, str]] = []
         if not isinstance(text, str) or not text:
             problems.append(("", "", "$.text: a non-empty string is required in the sandbox"))
-        recipient = world.user_by_id(participant_id) if _ID_RE.match(participant_id) else None
+        recipient = self.world.user_by_id(participant_id) if _ID_RE.match(participant_id) else None
         if recipient is None:
             problems.append(
                 (
@@ -810,41 +849,51 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         if problems:
             return _invalid_request(problems)
         assert admitted.user is not None and recipient is not None and isinstance(text, str)
-        message = world.send_dm(admitted.user, recipient, text)
+        message = self.world.send_dm(admitted.user, recipient, text)
         data = {"dm_conversation_id": message.conversation_id, "dm_event_id": message.id}
         return _json({"data": data}, 201)
 
-    # -- OAuth 2.0 -----------------------------------------------------------------------
 
-    @app.get("/i/oauth2/authorize")
-    def authorize_page() -> BaseResponse | tuple[str, int]:
+class _OAuthRoutes(_RouteGroup):
+    """OAuth 2.0 with PKCE: the consent page, the decision, and the token endpoint."""
+
+    def register(self, app: Flask) -> None:
+        app.add_url_rule(
+            "/i/oauth2/authorize", "authorize_page", self.authorize_page, methods=["GET"]
+        )
+        app.add_url_rule(
+            "/i/oauth2/authorize", "authorize_decision", self.authorize_decision, methods=["POST"]
+        )
+        app.add_url_rule("/2/oauth2/token", "token", self.token, methods=["POST"])
+
+    def authorize_page(self) -> BaseResponse | tuple[str, int]:
         try:
-            asked = parse_authorize(request.args, settings)
+            asked = parse_authorize(request.args, self.settings)
         except AuthorizeError as refused:
             return render_template_string(pages.ERROR_PAGE, message=str(refused)), 400
         login = request.args.get("login")
         error = None
-        with world.lock:
+        with self.world.lock:
             if login:
-                chosen = world.find_user(login)
-                choices = [chosen] if chosen else people()
+                chosen = self.world.find_user(login)
+                choices = [chosen] if chosen else self.people()
                 if chosen is None:
                     error = f"There is no sandbox account @{login.lstrip('@')}."
-            elif world.signed_in_user is not None:
-                choices = [world.signed_in_user]
+            elif self.world.signed_in_user is not None:
+                choices = [self.world.signed_in_user]
             else:
-                choices = people()
-            html = consent_html(asked, choices, error)
+                choices = self.people()
+            html = self.consent_html(asked, choices, error)
         return Response(html, content_type="text/html; charset=utf-8")
 
-    def people() -> list[User]:
+    def people(self) -> list[User]:
         """Accounts a person might sign in with: everyone but the bot (login= still can)."""
-        return [u for u in world.users if u.id != settings.bot_user.id]
+        return [u for u in self.world.users if u.id != self.settings.bot_user.id]
 
-    def consent_html(asked: AuthorizeRequest, choices: list[User], error: str | None) -> str:
+    def consent_html(self, asked: AuthorizeRequest, choices: list[User], error: str | None) -> str:
         return render_template_string(
             pages.CONSENT_PAGE,
-            app_name=settings.app_name,
+            app_name=self.settings.app_name,
             action=url_for("authorize_decision"),
             params=asked.as_params(),
             users=choices,
@@ -852,41 +901,39 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             error=error,
         )
 
-    @app.post("/i/oauth2/authorize")
-    def authorize_decision() -> BaseResponse | tuple[str, int]:
+    def authorize_decision(self) -> BaseResponse | tuple[str, int]:
         try:
-            asked = parse_authorize(request.form, settings)
+            asked = parse_authorize(request.form, self.settings)
         except AuthorizeError as refused:
             return render_template_string(pages.ERROR_PAGE, message=str(refused)), 400
         if request.form.get("decision") == "cancel":
             return redirect(deny_url(asked), 302)
-        user = world.user_by_id(request.form.get("user_id", ""))
+        user = self.world.user_by_id(request.form.get("user_id", ""))
         if user is None:
-            html = consent_html(asked, people(), "Choose the account to sign in with.")
+            html = self.consent_html(asked, self.people(), "Choose the account to sign in with.")
             return html, 400
-        return redirect(approve_url(world, asked, user), 302)
+        return redirect(approve_url(self.world, asked, user), 302)
 
-    @app.post("/2/oauth2/token")
-    def token() -> Response:
+    def token(self) -> Response:
         form = request.form
         credentials = request.authorization
         if credentials is not None and credentials.type == "basic":
             good_id = hmac.compare_digest(
-                (credentials.username or "").encode(), settings.client_id.encode()
+                (credentials.username or "").encode(), self.settings.client_id.encode()
             )
             good_secret = hmac.compare_digest(
-                (credentials.password or "").encode(), settings.client_secret.encode()
+                (credentials.password or "").encode(), self.settings.client_secret.encode()
             )
             if not (good_id and good_secret):
                 return _oauth_error(*UNAUTHORIZED_CLIENT)
-            client_id = settings.client_id
+            client_id = self.settings.client_id
             if form.get("client_id", client_id) != client_id:
                 return _oauth_error("invalid_request", BAD_CLIENT_ID)
-        elif settings.confidential_client:
+        elif self.settings.confidential_client:
             return _oauth_error(*UNAUTHORIZED_CLIENT)
         else:
             client_id = form.get("client_id", "")
-            if client_id != settings.client_id:
+            if client_id != self.settings.client_id:
                 return _oauth_error(*UNAUTHORIZED_CLIENT)
         if form.get("grant_type") != "authorization_code":
             return _oauth_error("invalid_request", "Value passed for the grant type was invalid.")
@@ -894,7 +941,7 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             if not form.get(name):
                 return _oauth_error("invalid_request", f"Missing required parameter [{name}].")
         try:
-            access_token, grant = world.redeem_code(
+            access_token, grant = self.world.redeem_code(
                 form["code"],
                 client_id=client_id,
                 redirect_uri=form["redirect_uri"],
@@ -914,25 +961,33 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
         response.headers["Pragma"] = "no-cache"
         return response
 
-    # -- control page --------------------------------------------------------------------
 
-    @app.get("/")
-    def control_page() -> str:
-        with world.lock:
+class _ControlRoutes(_RouteGroup):
+    """The control page: tweet as anyone, add accounts, read the whole world as JSON."""
+
+    def register(self, app: Flask) -> None:
+        app.add_url_rule("/", "control_page", self.control_page, methods=["GET"])
+        app.add_url_rule("/sandbox/tweet", "control_tweet", self.control_tweet, methods=["POST"])
+        app.add_url_rule(
+            "/sandbox/users", "control_add_user", self.control_add_user, methods=["POST"]
+        )
+        app.add_url_rule("/sandbox/state", "control_state", self.control_state, methods=["GET"])
+
+    def control_page(self) -> str:
+        with self.world.lock:
             return render_template_string(
                 pages.CONTROL_PAGE,
-                bot=settings.bot_user,
-                users=world.users,
-                tweets=list(reversed(world.tweets))[:50],
-                dms=list(reversed(world.dms))[:50],
+                bot=self.settings.bot_user,
+                users=self.world.users,
+                tweets=list(reversed(self.world.tweets))[:50],
+                dms=list(reversed(self.world.dms))[:50],
                 error=request.args.get("error"),
             )
 
-    @app.post("/sandbox/tweet")
-    def control_tweet() -> BaseResponse:
+    def control_tweet(self) -> BaseResponse:
         in_reply_to = request.form.get("in_reply_to", "").strip() or None
         try:
-            world.mention(
+            self.world.mention(
                 request.form.get("author", ""),
                 request.form.get("text", ""),
                 in_reply_to=in_reply_to,
@@ -941,22 +996,20 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
             return redirect(url_for("control_page", error=str(error)), 303)
         return redirect(url_for("control_page"), 303)
 
-    @app.post("/sandbox/users")
-    def control_add_user() -> BaseResponse:
+    def control_add_user(self) -> BaseResponse:
         try:
-            world.add_user(request.form.get("username", ""))
+            self.world.add_user(request.form.get("username", ""))
         except ValueError as error:
             return redirect(url_for("control_page", error=str(error)), 303)
         return redirect(url_for("control_page"), 303)
 
-    @app.get("/sandbox/state")
-    def control_state() -> Response:
-        with world.lock:
+    def control_state(self) -> Response:
+        with self.world.lock:
             state = {
-                "bot_user": user_json(settings.bot_user),
-                "users": [user_json(u, ["created_at"]) for u in world.users],
+                "bot_user": user_json(self.settings.bot_user),
+                "users": [user_json(u, ["created_at"]) for u in self.world.users],
                 "tweets": [
-                    {**tweet_json(t, TWEET_FIELDS), "via_api": t.via_api} for t in world.tweets
+                    {**tweet_json(t, TWEET_FIELDS), "via_api": t.via_api} for t in self.world.tweets
                 ],
                 "dms": [
                     {
@@ -966,11 +1019,18 @@ def create_app(world: World, settings: SandboxSettings) -> Flask:
                         "participant_id": m.recipient.id,
                         "text": m.text,
                     }
-                    for m in world.dms
+                    for m in self.world.dms
                 ],
             }
         return _json(state)
 
+
+def create_app(world: World, settings: SandboxSettings) -> Flask:
+    """The WSGI app of the sandbox; usable without a socket through `app.test_client()`."""
+    app = Flask("bot.platforms.x.sandbox")
+    _ApiRoutes(world, settings).register(app)
+    _OAuthRoutes(world, settings).register(app)
+    _ControlRoutes(world, settings).register(app)
     return app
 
 
