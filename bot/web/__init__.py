@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from bot import app as composition
 from bot.config import ConfigError, Settings, load_settings
 from bot.hosts import is_loopback
+from bot.platforms.x.signin import XSignIn
 from bot.web import security, views
 from bot.web.context import Web
 from escrow.ledger import Clock, utcnow
@@ -91,12 +92,14 @@ def create_app(
     )
     if not (settings.x_client_id and settings.x_client_secret):
         log.warning("X_CLIENT_ID or X_CLIENT_SECRET is not set: 'Sign in with X' is off")
+    session_http = http or requests.Session()
     web = Web(
         settings=settings,
         engine=engine if engine is not None else composition.engine(settings),
         policy=composition.policy(settings),
         clock=clock or utcnow,
-        http=http or requests.Session(),
+        http=session_http,
+        sign_in=XSignIn(settings, session_http),
     )
     app.extensions["tipjar"] = web
     security.install(app, settings.x_oauth_authorize_url)

@@ -1,4 +1,4 @@
-"""What every page of the web app shares: settings, database, policy, clock, HTTP client.
+"""What every page of the web app shares: settings, database, policy, clock, HTTP, sign-in.
 
 Built once by `create_app` and handed to the views, so the views never reach for globals
 and tests swap any part (a clock they move, an engine per database, a faked session).
@@ -13,6 +13,7 @@ import requests
 from sqlalchemy import Engine
 
 from bot.config import Settings
+from bot.platforms import SignIn
 from escrow.ledger import Clock, Policy
 
 
@@ -23,6 +24,7 @@ class Web:
     policy: Policy
     clock: Clock
     http: requests.Session
+    sign_in: SignIn  # the platform people prove their account with
 
     def now(self) -> datetime:
         return self.clock()

@@ -1,10 +1,12 @@
 """The pages: claim with "Sign in with X", the OAuth callback, the account page, health.
 
-The callback binds the signed-in person by the user id X returns from `GET /2/users/me`,
-never by a handle from a URL or a form, and posts every hold waiting for that id in one
-transaction (`escrow.claims.claim`). The session then holds the account id and nothing
-else of X's. Every change on the account page is a POST carrying the CSRF token and ends
-in a redirect (post/redirect/get), so a reload never repeats it.
+Three named groups (`_PageBasics`, `_ClaimPages`, `_AccountPages`) register their routes.
+The callback binds the signed-in person by the user id the platform's `SignIn` port
+returns (X: `GET /2/users/me`), never by a handle from a URL or a form, and posts every
+hold waiting for that id in one transaction (`escrow.claims.claim`). The session then
+holds the account id and nothing else of the platform's. Every change on the account page
+is a POST carrying the CSRF token and ends in a redirect (post/redirect/get), so a reload
+never repeats it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from bot.outbox import is_opted_out
 from bot.outbox import opt_out as stop_notices
+from bot.platforms import PlatformUser, SignInError
 from bot.web import oauth
 from bot.web.context import Web
 from bot.web.security import error_page, log
@@ -139,61 +142,94 @@ def _identity(row: Any) -> Identity:
     return Identity(row.platform, row.platform_user_id, row.handle)
 
 
-def register(app: Flask, web: Web) -> None:
-    settings = web.settings
+class _Pages:
+    """A named group of pages over the shared `Web`; `register` adds them to the app."""
 
-    @app.context_processor
-    def page_globals() -> dict[str, Any]:
+    def __init__(self, web: Web) -> None:
+        self.web = web
+        self.settings = web.settings
+
+    def register(self, app: Flask) -> None:
+        raise NotImplementedError
+
+
+def _signed_out() -> BaseResponse:
+    session.pop("account_id", None)
+    return redirect(url_for("claim_page"), 303)
+
+
+class _PageBasics(_Pages):
+    """What every page shares (template globals and filters) and the health check."""
+
+    def register(self, app: Flask) -> None:
+        app.context_processor(self.page_globals)
+        app.add_template_filter(self.money_filter, "money")
+        app.add_template_filter(self.plain_filter, "plain")
+        app.add_template_filter(self.day_filter, "day")
+        app.add_url_rule("/healthz", "healthz", self.healthz, methods=["GET"])
+
+    def page_globals(self) -> dict[str, Any]:
         return {
             "signed_in": isinstance(session.get("account_id"), int),
-            "bot": settings.x_bot_username,
-            "fee_percent": web.policy.fee_percent,
-            "hold_days": web.policy.hold_period.days,
+            "bot": self.settings.x_bot_username,
+            "fee_percent": self.web.policy.fee_percent,
+            "hold_days": self.web.policy.hold_period.days,
         }
 
-    @app.template_filter("money")
-    def money_filter(value: Money | int) -> str:
-        return str(value if isinstance(value, Money) else web.policy.money(int(value)))
+    def money_filter(self, value: Money | int) -> str:
+        return str(value if isinstance(value, Money) else self.web.policy.money(int(value)))
 
-    @app.template_filter("plain")
-    def plain_filter(value: Money | int) -> str:
-        return (value if isinstance(value, Money) else web.policy.money(int(value))).plain()
+    def plain_filter(self, value: Money | int) -> str:
+        return (value if isinstance(value, Money) else self.web.policy.money(int(value))).plain()
 
-    @app.template_filter("day")
-    def day_filter(value: datetime | None) -> str:
+    def day_filter(self, value: datetime | None) -> str:
         return value.strftime("%Y-%m-%d") if value else ""
 
-    def signed_out() -> BaseResponse:
-        session.pop("account_id", None)
-        return redirect(url_for("claim_page"), 303)
+    def healthz(self) -> tuple[BaseResponse, int]:
+        try:
+            with self.web.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as e:
+            log.warning("health check: database unreachable (%s)", type(e).__name__)
+            return jsonify(ok=False), 503
+        return jsonify(ok=True), 200
 
-    # -- claim ---------------------------------------------------------------------------
 
-    @app.get("/")
-    def home() -> BaseResponse:
+class _ClaimPages(_Pages):
+    """Claiming: the claim page, the sign-in round trip and its outcome, signing out."""
+
+    def register(self, app: Flask) -> None:
+        app.add_url_rule("/", "home", self.home, methods=["GET"])
+        app.add_url_rule("/claim", "claim_page", self.claim_page, methods=["GET"])
+        app.add_url_rule("/claim/start", "claim_start", self.claim_start, methods=["GET"])
+        app.add_url_rule("/oauth/callback", "oauth_callback", self.oauth_callback, methods=["GET"])
+        app.add_url_rule("/claim/done", "claim_done", self.claim_done, methods=["GET"])
+        app.add_url_rule("/logout", "logout", self.logout, methods=["GET"])
+
+    def home(self) -> BaseResponse:
         return redirect(url_for("claim_page"), 302)
 
-    @app.get("/claim")
-    def claim_page() -> str:
+    def claim_page(self) -> str:
         return render_template("claim.html")
 
-    @app.get("/claim/start")
-    def claim_start() -> BaseResponse:
-        if not (settings.x_client_id and settings.x_client_secret):
-            log.warning("sign-in asked for, but X_CLIENT_ID / X_CLIENT_SECRET are not set")
+    def claim_start(self) -> BaseResponse:
+        sign_in = self.web.sign_in
+        if not sign_in.configured:
+            log.warning("sign-in asked for, but its client id / secret are not set")
             return error_page(
                 503,
-                "Sign-in with X is not set up here yet",
-                "The people running this site have not connected it to X yet. "
+                f"Sign-in with {sign_in.label} is not set up here yet",
+                f"The people running this site have not connected it to {sign_in.label} yet. "
                 "Your money is safe and keeps waiting; please try again later.",
             )
-        started = transaction(web.engine, lambda conn: oauth.begin(conn, settings, web.now()))
+        started = transaction(
+            self.web.engine, lambda conn: oauth.begin(conn, sign_in, self.web.now())
+        )
         pending = [k for k in session.get("oauth_states", []) if isinstance(k, str)]
         session["oauth_states"] = [*pending, started.state_key][-PENDING_STATES:]
         return redirect(started.authorize_url, 302)
 
-    @app.get("/oauth/callback")
-    def oauth_callback() -> BaseResponse:
+    def oauth_callback(self) -> BaseResponse:
         args = request.args
         state = args.get("state", "")
         pending = [k for k in session.get("oauth_states", []) if isinstance(k, str)]
@@ -202,18 +238,47 @@ def register(app: Flask, web: Web) -> None:
         if ours:
             # Whatever happens next, this state is spent for this browser too.
             session["oauth_states"] = [k for k in pending if k != key]
+        refused = self._refused_callback(state, ours)
+        if refused is not None:
+            return refused
+        verifier = transaction(
+            self.web.engine, lambda conn: oauth.take(conn, state, self.web.now())
+        )
+        if isinstance(verifier, oauth.StateProblem):
+            log.info("sign-in refused: state %s", verifier.value)
+            return error_page(400, "This sign-in cannot be used", STATE_PROBLEMS[verifier])
+        code = args.get("code", "")
+        if not code:
+            return error_page(
+                400, "This sign-in link is incomplete", "It has no code. Please start again."
+            )
+        sign_in = self.web.sign_in
+        try:
+            access_token = sign_in.exchange_code(code, verifier)
+            person = sign_in.current_user(access_token)
+        except SignInError as e:
+            log.warning("sign-in failed: %s", e.detail)
+            return error_page(400, "Sign-in did not complete", e.reason)
+        finally:
+            access_token = ""  # not kept a moment longer than needed
+        return self._claim_for(person)
 
+    def _refused_callback(self, state: str, ours: bool) -> BaseResponse | None:
+        """The page for a callback that carries an error or a state not started here."""
+        args = request.args
         if "error" in args:
             if ours:
-                transaction(web.engine, lambda conn: oauth.take(conn, state, web.now()))
+                transaction(self.web.engine, lambda conn: oauth.take(conn, state, self.web.now()))
             if args.get("error") == "access_denied":
                 return BaseResponse(
                     render_template("message.html", kind="denied"),
                     content_type="text/html; charset=utf-8",
                 )
-            log.info("sign-in: X answered with an error instead of a code")
+            log.info("sign-in: %s answered with an error instead of a code", self.web.sign_in.label)
             return error_page(
-                400, "Sign-in did not complete", "X reported a problem. Please start again."
+                400,
+                "Sign-in did not complete",
+                f"{self.web.sign_in.label} reported a problem. Please start again.",
             )
         if not state:
             return error_page(
@@ -228,25 +293,12 @@ def register(app: Flask, web: Web) -> None:
                 "For your safety a sign-in must finish in the browser that started it,"
                 " with cookies allowed for this site. Please start again.",
             )
-        verifier = transaction(web.engine, lambda conn: oauth.take(conn, state, web.now()))
-        if isinstance(verifier, oauth.StateProblem):
-            log.info("sign-in refused: state %s", verifier.value)
-            return error_page(400, "This sign-in cannot be used", STATE_PROBLEMS[verifier])
-        code = args.get("code", "")
-        if not code:
-            return error_page(
-                400, "This sign-in link is incomplete", "It has no code. Please start again."
-            )
-        try:
-            access_token = oauth.exchange_code(web.http, settings, code, verifier)
-            person = oauth.fetch_me(web.http, settings, access_token)
-        except oauth.SignInError as e:
-            log.warning("sign-in failed: %s", e.detail)
-            return error_page(400, "Sign-in did not complete", e.reason)
-        finally:
-            access_token = ""  # not kept a moment longer than needed
+        return None
 
-        who = Identity.x(person.user_id, person.username)
+    def _claim_for(self, person: PlatformUser) -> BaseResponse:
+        """Post everything waiting for the signed-in `person` and start their session."""
+        web = self.web
+        who = Identity(person.platform, person.user_id, person.handle or None)
 
         def work(conn: Connection) -> tuple[claims.ClaimResult, str]:
             result = claims.claim(conn, web.policy, who, web.now())
@@ -257,7 +309,8 @@ def register(app: Flask, web: Web) -> None:
 
         result, status = transaction(web.engine, work)
         log.info(
-            "claim by x:%s: %d tips from %d supporters posted (%d minor), %d expired",
+            "claim by %s:%s: %d tips from %d supporters posted (%d minor), %d expired",
+            person.platform,
             person.user_id,
             result.tips,
             result.supporters,
@@ -276,34 +329,41 @@ def register(app: Flask, web: Web) -> None:
             "supporters": result.supporters,
             "expired": result.expired,
             "refusing": status == "refusing",
-            "handle": person.username or "",
+            "handle": person.handle,
         }
         return redirect(url_for("claim_done"), 303)
 
-    @app.get("/claim/done")
-    def claim_done() -> BaseResponse | str:
+    def claim_done(self) -> BaseResponse | str:
         outcome = session.pop("claim_result", None)
         if not isinstance(outcome, dict):
             return redirect(url_for("me" if session.get("account_id") else "claim_page"), 303)
         return render_template("claim_done.html", r=outcome)
 
-    @app.get("/logout")
-    def logout() -> BaseResponse:
+    def logout(self) -> BaseResponse:
         session.clear()
         flash("You are signed out.", "ok")
         return redirect(url_for("claim_page"), 303)
 
-    # -- the account page ------------------------------------------------------------------
 
-    @app.get("/me")
-    def me() -> BaseResponse | str:
-        with web.engine.connect() as conn:
+class _AccountPages(_Pages):
+    """The account page and its changes: budget, retracting, notices, refusing tips."""
+
+    def register(self, app: Flask) -> None:
+        app.add_url_rule("/me", "me", self.me, methods=["GET"])
+        app.add_url_rule("/me/budget", "set_budget", self.set_budget, methods=["POST"])
+        app.add_url_rule("/me/tips/<int:tip_id>/retract", "retract", self.retract, methods=["POST"])
+        app.add_url_rule("/me/notices/opt-out", "opt_out", self.opt_out, methods=["POST"])
+        app.add_url_rule("/me/refuse", "refuse", self.refuse, methods=["GET", "POST"])
+        app.add_url_rule("/me/accept", "accept", self.accept, methods=["POST"])
+
+    def me(self) -> BaseResponse | str:
+        with self.web.engine.connect() as conn:
             row = _current(conn)
             if row is None:
-                return signed_out()
+                return _signed_out()
             view: AccountView = account_view(row)
-            history = _history(conn, web, view.account_id)
-            waiting = _waiting_out(conn, web, view.account_id)
+            history = _history(conn, self.web, view.account_id)
+            waiting = _waiting_out(conn, self.web, view.account_id)
             budget = get_budget(conn, view.account_id)
             opted_out = is_opted_out(conn, view.account_id)
         return render_template(
@@ -312,35 +372,32 @@ def register(app: Flask, web: Web) -> None:
             history=history,
             waiting=waiting[:WAITING_LISTED],
             more_waiting=len(waiting) > WAITING_LISTED,
-            budgets=True,
             budget=budget,
-            min_budget=settings.min_monthly_budget,
-            notices=True,
+            min_budget=self.settings.min_monthly_budget,
             opted_out=opted_out,
         )
 
-    @app.post("/me/budget")
-    def set_budget() -> BaseResponse:
-        with web.engine.connect() as conn:
+    def set_budget(self) -> BaseResponse:
+        with self.web.engine.connect() as conn:
             row = _current(conn)
         if row is None:
-            return signed_out()
+            return _signed_out()
         raw = request.form.get("amount", "").strip()
         try:
-            amount = _parse_amount(raw, settings.currency)
+            amount = _parse_amount(raw, self.settings.currency)
         except MoneyError:
             flash(f"“{raw}” is not an amount. Write it like 5.00.", "problem")
             return redirect(url_for("me"), 303)
-        minimum = settings.min_monthly_budget
+        minimum = self.settings.min_monthly_budget
         if amount < minimum:
             flash(f"The monthly budget must be at least {minimum}.", "problem")
             return redirect(url_for("me"), 303)
         who = _identity(row)
         try:
             saved = transaction(
-                web.engine,
+                self.web.engine,
                 lambda conn: save_budget(
-                    conn, web.policy, who, amount, minimum=minimum, now=web.now()
+                    conn, self.web.policy, who, amount, minimum=minimum, now=self.web.now()
                 ),
             )
         except (LedgerError, MoneyError) as e:
@@ -349,16 +406,15 @@ def register(app: Flask, web: Web) -> None:
         flash(f"Your monthly budget is now {saved}.", "ok")
         return redirect(url_for("me"), 303)
 
-    @app.post("/me/tips/<int:tip_id>/retract")
-    def retract(tip_id: int) -> BaseResponse:
-        with web.engine.connect() as conn:
+    def retract(self, tip_id: int) -> BaseResponse:
+        with self.web.engine.connect() as conn:
             row = _current(conn)
         if row is None:
-            return signed_out()
+            return _signed_out()
         who = _identity(row)
         result = transaction(
-            web.engine,
-            lambda conn: tips_ops.retract(conn, web.policy, who, tip_id, web.now()),
+            self.web.engine,
+            lambda conn: tips_ops.retract(conn, self.web.policy, who, tip_id, self.web.now()),
         )
         if result.retracted:
             flash(f"Your tip of {result.amount} is back in your balance.", "ok")
@@ -368,28 +424,26 @@ def register(app: Flask, web: Web) -> None:
             flash("There is no such tip of yours; nothing changed.", "problem")
         return redirect(url_for("me"), 303)
 
-    @app.post("/me/notices/opt-out")
-    def opt_out() -> BaseResponse:
-        with web.engine.connect() as conn:
+    def opt_out(self) -> BaseResponse:
+        with self.web.engine.connect() as conn:
             row = _current(conn)
         if row is None:
-            return signed_out()
+            return _signed_out()
         account_id = int(row.id)
-        transaction(web.engine, lambda conn: stop_notices(conn, account_id, web.now()))
-        flash(f"@{settings.x_bot_username} will not send you notices any more.", "ok")
+        transaction(self.web.engine, lambda conn: stop_notices(conn, account_id, self.web.now()))
+        flash(f"@{self.settings.x_bot_username} will not send you notices any more.", "ok")
         return redirect(url_for("me"), 303)
 
-    @app.route("/me/refuse", methods=["GET", "POST"])
-    def refuse() -> BaseResponse | str:
-        with web.engine.connect() as conn:
+    def refuse(self) -> BaseResponse | str:
+        with self.web.engine.connect() as conn:
             row = _current(conn)
         if row is None:
-            return signed_out()
+            return _signed_out()
         if request.method == "GET" or request.form.get("confirm") != "yes":
             return render_template("refuse.html", view=account_view(row))
         who = _identity(row)
         result = transaction(
-            web.engine, lambda conn: claims.refuse(conn, web.policy, who, web.now())
+            self.web.engine, lambda conn: claims.refuse(conn, self.web.policy, who, self.web.now())
         )
         if result.voided == 1:
             flash(
@@ -407,25 +461,20 @@ def register(app: Flask, web: Web) -> None:
             flash("You now turn tips away. Nothing was waiting for you.", "ok")
         return redirect(url_for("me"), 303)
 
-    @app.post("/me/accept")
-    def accept() -> BaseResponse:
-        with web.engine.connect() as conn:
+    def accept(self) -> BaseResponse:
+        with self.web.engine.connect() as conn:
             row = _current(conn)
         if row is None:
-            return signed_out()
+            return _signed_out()
         who = _identity(row)
-        changed = transaction(web.engine, lambda conn: claims.accept_tips(conn, who, web.now()))
+        changed = transaction(
+            self.web.engine, lambda conn: claims.accept_tips(conn, who, self.web.now())
+        )
         flash("You accept tips again." if changed else "You already accept tips.", "ok")
         return redirect(url_for("me"), 303)
 
-    # -- health --------------------------------------------------------------------------
 
-    @app.get("/healthz")
-    def healthz() -> tuple[BaseResponse, int]:
-        try:
-            with web.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as e:
-            log.warning("health check: database unreachable (%s)", type(e).__name__)
-            return jsonify(ok=False), 503
-        return jsonify(ok=True), 200
+def register(app: Flask, web: Web) -> None:
+    """Every page of the site, group by group."""
+    for group in (_PageBasics(web), _ClaimPages(web), _AccountPages(web)):
+        group.register(app)
