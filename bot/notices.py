@@ -160,22 +160,13 @@ def _due_notice(
     return None
 
 
-def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticePlan:
-    """Write the creator notices due at `now` to the outbox (one transaction)."""
-    lock_state(conn, PLAN_LOCK, now)
-    held = is_held()
-    has_holds = select(tips.c.id).where(
-        tips.c.recipient_account_id == creator_notices.c.account_id, held
-    )
-    closed = conn.execute(
-        update(creator_notices)
-        .where(creator_notices.c.cycle_open_since.is_not(None), ~has_holds.exists())
-        .values(cycle_open_since=None, updated_at=now)
-    ).rowcount
+def _candidates(conn: Connection, settings: Settings, now: datetime) -> list[Any]:
+    """Unclaimed creators with holds who did not opt out, most urgent first.
 
+    Only those for whom something may be due: a cycle that opens now, a first notice still
+    unwritten (deferred by the cap), or an oldest hold inside a reminder window.
+    """
     per = held_by_recipient()
-    # Only creators for whom something may be due: a cycle that opens now, a first notice
-    # still unwritten (deferred by the cap), or an oldest hold inside a reminder window.
     schedule = settings.notice_schedule
     maybe_due: list[Any] = [creator_notices.c.cycle_open_since.is_(None)]
     if schedule.at_first_hold:
@@ -189,7 +180,7 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
     if schedule.reminders_before_expiry:
         widest = max(schedule.reminders_before_expiry)
         maybe_due.append(per.c.next_expiry_at <= now + widest)
-    candidates = list(
+    return list(
         conn.execute(
             select(per, accounts.c.handle)
             .join(accounts, accounts.c.id == per.c.account_id)
@@ -202,6 +193,22 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
             .order_by(per.c.next_expiry_at, per.c.account_id)
         )
     )
+
+
+def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticePlan:
+    """Write the creator notices due at `now` to the outbox (one transaction)."""
+    lock_state(conn, PLAN_LOCK, now)
+    held = is_held()
+    has_holds = select(tips.c.id).where(
+        tips.c.recipient_account_id == creator_notices.c.account_id, held
+    )
+    closed = conn.execute(
+        update(creator_notices)
+        .where(creator_notices.c.cycle_open_since.is_not(None), ~has_holds.exists())
+        .values(cycle_open_since=None, updated_at=now)
+    ).rowcount
+
+    candidates = _candidates(conn, settings, now)
     budget = max(0, settings.notices_per_day - notices_planned_today(conn, now))
     planned = deferred = opened = threadless = 0
     for c in candidates:

@@ -119,3 +119,78 @@ def test_the_money_writer_check_sees_every_spelling(tmp_path):
         sample = tmp_path / f"probe_{n}.py"
         sample.write_text(f"def sneaky(conn):\n    {line}\n")
         assert _writers(sample, WRITES_TRANSFERS) | _writers(sample, MOVES_COUNTERS), line
+
+
+# --------------------------------------------------------------------------- the platform side
+
+BOT = ESCROW.parent / "bot"
+
+# Each outside client library may be imported only inside its adapter's package: the rest
+# of the bot speaks to the ports (`bot.platforms`), never to a client or its JSON.
+CLIENT_HOMES = {
+    "tweepy": "bot/platforms/x",
+    "mastodon": "bot/platforms/mastodon",
+    "stripe": "bot/payments",
+}
+
+MAX_FUNCTION_LINES = 100
+
+
+def _sources(*packages: str) -> list[Path]:
+    root = ESCROW.parent
+    return [
+        p
+        for pkg in packages
+        for p in sorted((root / pkg).rglob("*.py"))
+        if "migrations/versions" not in p.as_posix()
+    ]
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(ESCROW.parent).as_posix()
+
+
+def test_each_client_library_is_imported_only_by_its_adapter():
+    offenders = {
+        _relative(p): sorted(lib for lib in CLIENT_HOMES if lib in roots)
+        for p in _sources("bot", "escrow", "benchmarks")
+        if (roots := _imported_roots(p))
+        and any(
+            lib in roots and not _relative(p).startswith(CLIENT_HOMES[lib] + "/")
+            for lib in CLIENT_HOMES
+        )
+    }
+    assert offenders == {}
+
+
+def test_the_bot_loads_modules_by_plain_imports_only():
+    offenders = [
+        _relative(p)
+        for p in _sources("bot")
+        if "importlib" in _imported_roots(p) or "__import__(" in p.read_text()
+    ]
+    assert offenders == []
+
+
+def _long_functions(path: Path, root: Path = ESCROW.parent) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.relative_to(root).as_posix()}:{node.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_no_function_in_bot_or_escrow_is_over_100_lines():
+    found = [name for p in _sources("bot", "escrow") for name in _long_functions(p)]
+    assert found == []
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+    sample = tmp_path / "long.py"
+    sample.write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
+    short = tmp_path / "short.py"
+    short.write_text("def g():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1))
+    assert _long_functions(sample, tmp_path) == ["long.py:f"]
+    assert _long_functions(short, tmp_path) == []
