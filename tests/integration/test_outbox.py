@@ -207,11 +207,13 @@ def test_a_notice_sent_through_the_real_client_records_its_tweet_id(engine, x, l
 class SlowX:
     """A thread-safe X whose posts take a moment, so that relays overlap."""
 
+    name = "x"  # the relay keys its rate-limit state by the platform's name
+
     def __init__(self) -> None:
         self.posted: list[str] = []
         self._lock = threading.Lock()
 
-    def reply(self, text: str, in_reply_to_tweet_id: str) -> str:
+    def reply(self, text: str, in_reply_to_id: str) -> str:
         time.sleep(0.002)
         with self._lock:
             self.posted.append(text)
