@@ -22,7 +22,7 @@ def _series(engine: Engine, n: int, name: str = "n") -> str:
     """A FROM-clause fragment yielding integers 1..n in column `name`."""
     if is_sqlite(engine):
         return (
-            f"(WITH RECURSIVE s({name}) AS (SELECT 1 UNION ALL SELECT {name} + 1 FROM s"
+            f"(WITH RECURSIVE s({name}) AS (SELECT 1 UNION ALL SELECT {name} + 1 FROM s"  # noqa: S608
             f" WHERE {name} < {int(n)}) SELECT {name} FROM s) AS g"
         )
     return f"generate_series(1, {int(n)}) AS g({name})"
@@ -42,7 +42,7 @@ def seed_supporters(engine: Engine, supporters: int, deposit_minor: int, first_i
         system_account(conn, FEES)
         conn.execute(
             text(
-                "INSERT INTO accounts (id, platform, platform_user_id, handle, handle_key, status,"
+                "INSERT INTO accounts (id, platform, platform_user_id, handle, handle_key, status,"  # noqa: S608
                 " no_overdraft, debits_posted, credits_posted, debits_pending, credits_pending,"
                 " created_at, updated_at)"
                 f" SELECT n + {first_id - 1} + 1000, 'x', CAST(n + {first_id - 1} AS TEXT),"
@@ -53,7 +53,7 @@ def seed_supporters(engine: Engine, supporters: int, deposit_minor: int, first_i
         )
         conn.execute(
             text(
-                "INSERT INTO transfers (debit_account_id, credit_account_id, amount_minor, kind,"
+                "INSERT INTO transfers (debit_account_id, credit_account_id, amount_minor, kind,"  # noqa: S608
                 " created_at)"
                 f" SELECT {funding}, n + {first_id - 1} + 1000, {deposit_minor}, 'deposit', {now}"
                 f" FROM {_series(engine, supporters)}"
@@ -73,7 +73,7 @@ def seed_creators(
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO accounts (platform, platform_user_id, handle, handle_key, status,"
+                "INSERT INTO accounts (platform, platform_user_id, handle, handle_key, status,"  # noqa: S608
                 " no_overdraft, debits_posted, credits_posted, debits_pending, credits_pending,"
                 " created_at, updated_at)"
                 f" SELECT 'x', CAST(n + {first_user_id - 1} AS TEXT), 'creator' || n,"
@@ -122,7 +122,7 @@ def seed_holds(
             expires = f"{_ts(engine, EPOCH + hold_period)} + (n % 43200) * INTERVAL '1 minute'"
         conn.execute(
             text(
-                "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_minor,"
+                "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount_minor,"  # noqa: S608
                 " kind, expires_at, tip_id, created_at)"
                 f" SELECT {base_t} + n, {s0} + (n % {ns}), {c0} + (n % {nc}), {amount_minor},"
                 f" 'hold', {expires}, {base_tip} + n, {created}"
@@ -131,7 +131,7 @@ def seed_holds(
         )
         conn.execute(
             text(
-                "INSERT INTO tips (id, source_id, supporter_account_id, recipient_account_id,"
+                "INSERT INTO tips (id, source_id, supporter_account_id, recipient_account_id,"  # noqa: S608
                 " kind, amount_minor, fee_minor, state, hold_transfer_id, expires_at, created_at)"
                 f" SELECT {base_tip} + n, 'seed:' || ({base_tip} + n), {s0} + (n % {ns}),"
                 f" {c0} + (n % {nc}), 'tip', {amount_minor}, 0, 'held', {base_t} + n,"
@@ -142,7 +142,7 @@ def seed_holds(
         for column, side in (("debits_pending", "supporter"), ("credits_pending", "recipient")):
             conn.execute(
                 text(
-                    f"UPDATE accounts SET {column} = {column} + agg.total FROM"
+                    f"UPDATE accounts SET {column} = {column} + agg.total FROM"  # noqa: S608
                     f" (SELECT {side}_account_id AS aid, sum(amount_minor) AS total FROM tips"
                     f" WHERE id > {base_tip} GROUP BY {side}_account_id) AS agg"
                     " WHERE accounts.id = agg.aid"
@@ -158,7 +158,7 @@ def _reset_sequences(engine: Engine) -> None:
         for table in ("accounts", "transfers", "tips"):
             conn.execute(
                 text(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"  # noqa: S608
                     f" (SELECT coalesce(max(id), 1) FROM {table}))"
                 )
             )

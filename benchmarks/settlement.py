@@ -98,7 +98,7 @@ def _series(engine: Engine, n: int, alias: str = "g") -> str:
     """A FROM-clause item yielding the integers 1..n as column `n`."""
     if is_sqlite(engine):
         return (
-            "(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s"
+            "(WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s"  # noqa: S608
             f" WHERE n < {int(n)}) SELECT n FROM s) AS {alias}"
         )
     return f"generate_series(1, {int(n)}) AS {alias}(n)"
@@ -123,7 +123,7 @@ def seed(engine: Engine, supporters: int, shares_per_supporter: int) -> dict[str
         _run(
             engine,
             conn,
-            "INSERT INTO accounts (platform, platform_user_id, handle, handle_key, status,"
+            "INSERT INTO accounts (platform, platform_user_id, handle, handle_key, status,"  # noqa: S608
             " no_overdraft, created_at, updated_at, claimed_at)"
             " SELECT 'x', 'c' || n, 'creator' || n, 'creator' || n,"
             " CASE WHEN n % 20 = 0 THEN 'refusing' WHEN n % 20 < 12 THEN 'claimed'"
@@ -140,7 +140,7 @@ def seed(engine: Engine, supporters: int, shares_per_supporter: int) -> dict[str
         _run(
             engine,
             conn,
-            "INSERT INTO accounts (platform, platform_user_id, handle, handle_key, status,"
+            "INSERT INTO accounts (platform, platform_user_id, handle, handle_key, status,"  # noqa: S608
             " no_overdraft, credits_posted, created_at, updated_at)"
             " SELECT 'x', 's' || n, 'supporter' || n, 'supporter' || n, 'unclaimed', true,"
             " CASE WHEN n % 10 = 0 THEN 0 ELSE 100 + (n * 37) % 1000 END, :at, :at"
@@ -155,7 +155,7 @@ def seed(engine: Engine, supporters: int, shares_per_supporter: int) -> dict[str
         _run(
             engine,
             conn,
-            "INSERT INTO transfers (debit_account_id, credit_account_id, amount_minor, kind,"
+            "INSERT INTO transfers (debit_account_id, credit_account_id, amount_minor, kind,"  # noqa: S608
             f" created_at) SELECT {funding}, id, credits_posted, 'deposit', :at FROM accounts"
             f" WHERE id BETWEEN {s0} AND {s1} AND credits_posted > 0 ORDER BY id",
             at=at,
@@ -163,14 +163,14 @@ def seed(engine: Engine, supporters: int, shares_per_supporter: int) -> dict[str
         _run(
             engine,
             conn,
-            "UPDATE accounts SET debits_posted = (SELECT sum(credits_posted) FROM accounts"
+            "UPDATE accounts SET debits_posted = (SELECT sum(credits_posted) FROM accounts"  # noqa: S608
             f" WHERE id BETWEEN {s0} AND {s1}) WHERE id = {funding}",
         )
         # Half set a budget (2.00-9.99); the other half get the minimum.
         _run(
             engine,
             conn,
-            "INSERT INTO budgets (account_id, monthly_budget_minor, updated_at)"
+            "INSERT INTO budgets (account_id, monthly_budget_minor, updated_at)"  # noqa: S608
             f" SELECT id, 200 + (id * 53) % 800, :at FROM accounts"
             f" WHERE id BETWEEN {s0} AND {s1} AND id % 2 = 0",
             at=at,
@@ -178,7 +178,7 @@ def seed(engine: Engine, supporters: int, shares_per_supporter: int) -> dict[str
         _run(
             engine,
             conn,
-            "INSERT INTO shares (period, supporter_account_id, recipient_account_id,"
+            "INSERT INTO shares (period, supporter_account_id, recipient_account_id,"  # noqa: S608
             " source_id, state, flattred_at, created_at)"
             f" SELECT '{PERIOD}', s.id, {c0} + ((s.id * 7 + k.n * 13) % {CREATORS}),"
             " 't' || s.id || '-' || k.n, 'open', :at, :at"

@@ -87,7 +87,7 @@ def _truncate_all(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("SET LOCAL session_replication_role = replica"))
         for table in reversed(metadata.sorted_tables):
-            conn.execute(text(f'DELETE FROM "{table.name}"'))
+            conn.execute(text(f'DELETE FROM "{table.name}"'))  # noqa: S608
         sequences = conn.execute(
             text("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()")
         ).scalars()

@@ -135,7 +135,7 @@ def fresh_database(db_url: str, template: Path | None, workdir: Path, n: int) ->
     return engine
 
 
-def ledger_machine(db_url: str, template: Path | None, workdir: Path) -> type:
+def ledger_machine(db_url: str, template: Path | None, workdir: Path) -> type:  # noqa: C901
     examples = iter(range(1_000_000))
 
     class LedgerMachine(RuleBasedStateMachine):
