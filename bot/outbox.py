@@ -42,8 +42,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 
 from bot.platforms import DuplicateContent, PermanentError, Platform, RateLimited, TransientError
-from bot.state import dialect_insert, get_time, put_state
-from escrow.db import transaction
+from bot.state import get_time, put_state
+from escrow.db import dialect_insert, transaction
 from escrow.ledger import held_for
 from escrow.schema import accounts, creator_notices, outbox, tips
 

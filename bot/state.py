@@ -9,17 +9,11 @@ same thing at once. Values are strings; `get_time` reads an ISO instant.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from escrow.db import for_update, insert_ignore, upsert
 from escrow.schema import state
-
-
-def dialect_insert(conn: Connection, table: Any) -> Any:
-    """An INSERT with the dialect's ON CONFLICT clauses (PostgreSQL or SQLite)."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def get_state(conn: Connection, key: str) -> str | None:
@@ -28,10 +22,7 @@ def get_state(conn: Connection, key: str) -> str | None:
 
 
 def put_state(conn: Connection, key: str, value: str, now: datetime) -> None:
-    stmt = dialect_insert(conn, state).values(key=key, value=value, updated_at=now)
-    conn.execute(
-        stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value, "updated_at": now})
-    )
+    conn.execute(upsert(conn, state, ["key"], {"key": key, "value": value, "updated_at": now}))
 
 
 def lock_state(conn: Connection, key: str, now: datetime, default: str = "") -> str:
@@ -40,14 +31,9 @@ def lock_state(conn: Connection, key: str, now: datetime, default: str = "") -> 
     Serializes the writers of one piece of state on PostgreSQL (SQLite's BEGIN IMMEDIATE
     already does), so two pollers or planners never work on the same thing at once.
     """
-    conn.execute(
-        dialect_insert(conn, state)
-        .values(key=key, value=default, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["key"])
-    )
-    return str(
-        conn.execute(select(state.c.value).where(state.c.key == key).with_for_update()).scalar_one()
-    )
+    conn.execute(insert_ignore(conn, state, "key").values(key=key, value=default, updated_at=now))
+    locked = for_update(select(state.c.value).where(state.c.key == key))
+    return str(conn.execute(locked).scalar_one())
 
 
 def get_time(conn: Connection, key: str) -> datetime | None:
