@@ -110,6 +110,24 @@ class Settings:
     public_base_url: str = "http://localhost:8000"
     secret_key: str = _secret()
     log_level: str = "INFO"
+    platforms: tuple[str, ...] = ("x",)
+    mastodon_base_url: str = ""
+    mastodon_access_token: str = _secret()
+    mastodon_bot_acct: str = ""
+    allow_loopback_instances: bool = False
+
+    @property
+    def mastodon_domain(self) -> str:
+        """The bot's instance's domain, as account addresses name it (example.social)."""
+        return self.mastodon_bot_acct.partition("@")[2]
+
+    @property
+    def mastodon_bot_username(self) -> str:
+        return self.mastodon_bot_acct.partition("@")[0]
+
+    def serves(self, platform: str) -> bool:
+        """Whether `platform` ("x", "mastodon") is enabled in PLATFORMS."""
+        return platform in self.platforms
 
     def money(self, minor: int) -> Money:
         return Money(minor, self.currency)
@@ -131,13 +149,24 @@ class Settings:
         return self.public_base_url.rstrip("/") + "/oauth/callback"
 
     def live_problems(self) -> list[str]:
-        """What is missing to run against the real X API (worker, poll, web sign-in)."""
-        problems = []
-        for key in LIVE_KEYS:
-            if not getattr(self, key.lower()):
-                problems.append(f"{key} is missing: {KEYS[key].help}")
+        """What is missing to run live (worker, poll, web sign-in) on the enabled platforms."""
+        needed = [*LIVE_KEYS]
+        if self.serves("x"):
+            needed += X_LIVE_KEYS
+        if self.serves("mastodon"):
+            needed += MASTODON_LIVE_KEYS
+        problems = [
+            f"{key} is missing: {KEYS[key].help}"
+            for key in needed
+            if not getattr(self, key.lower())
+        ]
         if self.secret_key and len(self.secret_key) < 32:
             problems.append("SECRET_KEY is too short: use at least 32 random characters")
+        if self.allow_loopback_instances and self.public_base_url.startswith("https://"):
+            problems.append(
+                "ALLOW_LOOPBACK_INSTANCES is for the sandbox and local tests only:"
+                " turn it off when PUBLIC_BASE_URL is https"
+            )
         return problems
 
     def redacted(self) -> dict[str, str]:
@@ -207,6 +236,34 @@ def _user_id(text: str) -> str:
     return text
 
 
+def _platforms(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    unknown = [n for n in names if n not in PLATFORM_NAMES]
+    if unknown or not names:
+        raise ValueError(f"{text!r} is not x, mastodon or x,mastodon")
+    return names
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError(f"{text!r} is not 1 or 0")
+    return value in ("1", "true", "yes", "on")
+
+
+_MASTODON_ACCT = re.compile(
+    r"[a-z0-9_]{1,30}@(?:[a-z0-9-]+\.)+[a-z]{2,63}"
+    r"|[a-z0-9_]{1,30}@127\.0\.0\.1:[0-9]{1,5}"  # a loopback instance (sandbox, tests)
+)
+
+
+def _mastodon_acct(text: str) -> str:
+    text = text.strip().removeprefix("@").lower()
+    if not _MASTODON_ACCT.fullmatch(text):
+        raise ValueError(f"{text!r} is not a Mastodon address like flattr@example.social")
+    return text
+
+
 def _log_level(text: str) -> str:
     text = text.strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -254,9 +311,25 @@ KEYS: dict[str, KeySpec] = {
     "PUBLIC_BASE_URL": KeySpec("where the web app is reachable", _url),
     "SECRET_KEY": KeySpec("signs session cookies; 32+ random characters", secret=True),
     "LOG_LEVEL": KeySpec("DEBUG, INFO, WARNING or ERROR", _log_level),
+    "PLATFORMS": KeySpec("where the bot lives: x, mastodon or x,mastodon", _platforms, ",".join),
+    "MASTODON_BASE_URL": KeySpec("the bot's Mastodon instance, e.g. https://example.social", _url),
+    "MASTODON_ACCESS_TOKEN": KeySpec(
+        "the bot account's token (read notifications and statuses, write statuses)", secret=True
+    ),
+    "MASTODON_BOT_ACCT": KeySpec(
+        "the bot's full address, e.g. flattr@example.social", _mastodon_acct
+    ),
+    "ALLOW_LOOPBACK_INSTANCES": KeySpec(
+        "1 lets sign-in reach instances on 127.0.0.1 (sandbox and local tests only)",
+        _flag,
+        lambda v: "1" if v else "0",
+    ),
 }
 
-LIVE_KEYS = (
+PLATFORM_NAMES = ("x", "mastodon")
+
+LIVE_KEYS = ("SECRET_KEY",)
+X_LIVE_KEYS = (
     "X_BOT_USER_ID",
     "X_BEARER_TOKEN",
     "X_API_KEY",
@@ -265,8 +338,8 @@ LIVE_KEYS = (
     "X_ACCESS_TOKEN_SECRET",
     "X_CLIENT_ID",
     "X_CLIENT_SECRET",
-    "SECRET_KEY",
 )
+MASTODON_LIVE_KEYS = ("MASTODON_BASE_URL", "MASTODON_ACCESS_TOKEN", "MASTODON_BOT_ACCT")
 
 _FIELD_NAMES = {f.name for f in fields(Settings)}
 

@@ -1,0 +1,1 @@
+"""The Mastodon adapter of the platform port: Mastodon.py and Mastodon's JSON stay here."""
