@@ -396,3 +396,33 @@ settlement_runs = Table(
     Column("refused_shares", Integer, nullable=False, server_default="0"),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# --- Mastodon sign-in: apps per instance, sign-ins in flight (migration 0006) ----------
+
+# The app tipjar registered on a Mastodon instance (`POST /api/v1/apps`), once per
+# instance, under the instance's domain; reused for every later sign-in there.
+mastodon_apps = Table(
+    "mastodon_apps",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("base_url", String(300), nullable=False),
+    Column("client_id", String(255), nullable=False),
+    Column("client_secret", String(255), nullable=False),
+    Column("redirect_uri", String(500), nullable=False),
+    Column("scopes", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# One row per "Sign in with Mastodon" started, as `oauth_states` for X: under a SHA-256
+# of the state, the instance it was started with and the PKCE verifier (when the instance
+# supports PKCE); used once (`used_at`) and only within minutes of `created_at`.
+mastodon_sign_ins = Table(
+    "mastodon_sign_ins",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("domain", String(255), ForeignKey("mastodon_apps.domain"), nullable=False),
+    Column("code_verifier", String(128)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+Index("ix_mastodon_sign_ins_created_at", mastodon_sign_ins.c.created_at)

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "MAX_ADDRESS_LENGTH",
     "StatusMention",
     "StatusText",
     "display_handle",
@@ -34,6 +35,8 @@ __all__ = [
     "status_text",
 ]
 
+# The ledger keeps platform user ids in 64 characters; longer addresses are not accounts.
+MAX_ADDRESS_LENGTH = 64
 # The tip language reads handles of 1..20 word characters (twitter-text's rule).
 _TEXT_HANDLE = re.compile(r"[A-Za-z0-9_]{1,20}")
 _USERNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -70,7 +73,7 @@ def full_address(acct: str, local_domain: str) -> str:
     acct = acct.strip().removeprefix("@").lower()
     user, sep, domain = acct.partition("@")
     address = f"{user}@{domain if sep else local_domain.lower()}"
-    if not is_full_address(address):
+    if not is_full_address(address) or len(address) > MAX_ADDRESS_LENGTH:
         raise ValueError(f"{acct!r} is not a Mastodon account address")
     return address
 
