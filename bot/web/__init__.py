@@ -27,7 +27,7 @@ from bot import app as composition
 from bot.config import ConfigError, Settings, load_settings
 from bot.hosts import is_loopback
 from bot.platforms.x.signin import XSignIn
-from bot.web import security, views
+from bot.web import mastodon, security, views
 from bot.web.context import Web
 from escrow.ledger import Clock, utcnow
 
@@ -104,4 +104,5 @@ def create_app(
     app.extensions["tipjar"] = web
     security.install(app, settings.x_oauth_authorize_url)
     views.register(app, web)
+    mastodon.register(app, web)
     return app

@@ -31,8 +31,9 @@ def test_loopback_instances_need_the_switch():
     with pytest.raises(InstanceRefused):
         instance_of("bob@127.0.0.1:3000")
     loop = instance_of("bob@127.0.0.1:3000", allow_loopback=True)
-    assert (loop.domain, loop.base_url) == ("127.0.0.1:3000", "https://127.0.0.1:3000")
-    assert instance_of("http://127.0.0.1:3000", allow_loopback=True).base_url.startswith("http:")
+    assert (loop.domain, loop.base_url) == ("127.0.0.1:3000", "http://127.0.0.1:3000")
+    secure = instance_of("https://127.0.0.1:3000", allow_loopback=True)
+    assert secure.base_url == "https://127.0.0.1:3000"
 
 
 @pytest.mark.parametrize(

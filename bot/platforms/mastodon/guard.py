@@ -93,23 +93,24 @@ def instance_of(text: str, *, allow_loopback: bool = False) -> Instance:
     Only the form is checked here; `check_url` checks where it resolves to.
     """
     text = text.strip()
+    scheme = ""  # not typed: https, or http for a loopback instance (the sandbox)
     if "://" in text:
         parts = urlsplit(text)
         scheme, host = parts.scheme.lower(), (parts.netloc or "").lower()
         if parts.username or parts.password or "@" in host:
             raise InstanceRefused("Type your address as @name@instance, without a password.")
     else:
-        scheme, host = "https", text.removeprefix("@").rpartition("@")[2].strip("/").lower()
+        host = text.removeprefix("@").rpartition("@")[2].strip("/").lower()
     loop = _LOOPBACK_NAME.fullmatch(host)
     if loop:
         if not allow_loopback:
             raise InstanceRefused("That instance is on a private address.", f"loopback {host}")
-        port = int(loop.group(2))
+        port, scheme = int(loop.group(2)), scheme or "http"
         if not 0 < port < 65536 or scheme not in ("http", "https"):
             raise InstanceRefused("That does not look like a Mastodon instance.", host)
         domain = f"127.0.0.1:{port}"
         return Instance(domain, f"{scheme}://{domain}")
-    if scheme != "https":
+    if scheme not in ("", "https"):
         raise InstanceRefused("tipjar signs in only over https.", f"scheme {scheme}")
     if not _HOSTNAME.fullmatch(host) or len(host) > 253:
         raise InstanceRefused("That does not look like a Mastodon instance.", f"host {host!r}")

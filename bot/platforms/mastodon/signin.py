@@ -248,7 +248,10 @@ def _home_address(
             f"{instance.domain}: webfinger names {domain}",
         )
     scheme = "http" if domain.startswith("127.0.0.1:") else "https"
-    theirs = _webfinger(f"{scheme}://{domain}", f"acct:{user}@{domain}", session)
+    try:
+        theirs = _webfinger(f"{scheme}://{domain}", f"acct:{user}@{domain}", session)
+    except (SignInRefused, InstanceRefused):
+        theirs = {}
     if _subject(theirs) != (user, domain) or _actor(theirs) != actor:
         raise SignInRefused(
             "That instance answers for another domain; sign in on that domain's instance.",
