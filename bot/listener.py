@@ -401,6 +401,7 @@ def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: d
                     in_reply_to_tweet_id=mention.id,
                     author_id=mention.author_id,
                     author_account_id=int(author.id) if author is not None else None,
+                    platform=mention.platform,
                     outcome=final.reply_outcome.value,
                     text=text,
                     now=now,

@@ -92,7 +92,11 @@ THREAD_CANDIDATES = 50  # the oldest waiting tips looked at for a thread to repl
 
 
 def _is_tweet_id(source: str | None) -> bool:
-    return source is not None and source.isdigit() and len(source) <= 19
+    """A post id a reply can go under: an X tweet id, or a Mastodon status (`mastodon:<id>`)."""
+    if source is None:
+        return False
+    bare = source.removeprefix("mastodon:")
+    return bare.isdigit() and len(bare) <= 19
 
 
 def _thread_of(conn: Connection, account_id: int) -> str | None:
@@ -182,7 +186,7 @@ def _candidates(conn: Connection, settings: Settings, now: datetime) -> list[Any
         maybe_due.append(per.c.next_expiry_at <= now + widest)
     return list(
         conn.execute(
-            select(per, accounts.c.handle)
+            select(per, accounts.c.handle, accounts.c.platform)
             .join(accounts, accounts.c.id == per.c.account_id)
             .outerjoin(creator_notices, creator_notices.c.account_id == per.c.account_id)
             .where(
@@ -250,6 +254,7 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
                 claim_url=claim_url(settings),
                 expires_on=c.next_expiry_at.date(),
                 reminder=reminder,
+                platform=c.platform,
             )
         except ValueError as exc:  # a handle or PUBLIC_BASE_URL the text cannot carry
             log.warning("no notice for account %d: %s", account_id, exc)
@@ -264,6 +269,7 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
             topic=REMINDER if reminder else FIRST,
             in_reply_to_tweet_id=thread,
             text=text,
+            platform=c.platform,
         )
         if written:
             planned += 1

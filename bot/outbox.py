@@ -139,6 +139,7 @@ def queue_reply(
     outcome: str,
     text: str,
     now: datetime,
+    platform: str = "x",
 ) -> bool:
     """Write a supporter reply to the outbox unless the supporter's limit is reached.
 
@@ -157,6 +158,7 @@ def queue_reply(
         topic=outcome,
         in_reply_to_tweet_id=in_reply_to_tweet_id,
         text=text,
+        platform=platform,
     )
 
 
@@ -205,7 +207,9 @@ def _nothing_waiting(conn: Connection, account_id: int) -> bool:
     return conn.execute(select(tips.c.id).where(held_for(account_id)).limit(1)).first() is None
 
 
-def _claim_one(conn: Connection, now: datetime, lease: timedelta) -> _Claimed | str | None:
+def _claim_one(
+    conn: Connection, now: datetime, lease: timedelta, platform: str = "x"
+) -> _Claimed | str | None:
     """Take the next due row (a `sending` row whose lease ran out counts as due).
 
     Returns the claimed row, "skipped" when the row was a notice nobody should get any
@@ -214,10 +218,11 @@ def _claim_one(conn: Connection, now: datetime, lease: timedelta) -> _Claimed | 
     row = conn.execute(
         select(outbox)
         .where(
+            outbox.c.platform == platform,
             or_(
                 and_(outbox.c.state == "pending", outbox.c.next_attempt_at <= now),
                 and_(outbox.c.state == "sending", outbox.c.lease_until <= now),
-            )
+            ),
         )
         .order_by(outbox.c.next_attempt_at, outbox.c.id)
         .limit(1)
@@ -303,7 +308,7 @@ def send_pending(
     for _ in range(limit):
         if stop is not None and stop():
             break
-        claimed = transaction(engine, lambda conn: _claim_one(conn, now, lease))
+        claimed = transaction(engine, lambda conn: _claim_one(conn, now, lease, platform.name))
         if claimed is None:
             break
         if isinstance(claimed, str):

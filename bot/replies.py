@@ -39,6 +39,7 @@ URL_LENGTH: Final = 23  # every link is shortened to a t.co URL of this weight
 _LIGHT_RANGES: Final = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
 _URL_RE = re.compile(r"https?://\S+", re.IGNORECASE)
 _HANDLE_RE = re.compile("[A-Za-z0-9_]{1,20}")
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9_]{1,30}@[a-z0-9.-]{1,200}(?::[0-9]{1,5})?")
 _AT_SIGNS = ("@", "\uff20")
 # A token from the tweet we may quote back: digits, separators, signs, currency marks and
 # a few letters (for "EUR"), and nothing that could read as a domain (".com").
@@ -87,10 +88,13 @@ def tweet_length(text: str) -> int:
 
 
 def _handle(handle: str | None) -> str | None:
+    """An X handle, or a Mastodon address (``bob@other.social``), without its at sign."""
     if not isinstance(handle, str):
         return None
     handle = handle.strip().lstrip("".join(_AT_SIGNS))
-    return handle if _HANDLE_RE.fullmatch(handle) else None
+    if _HANDLE_RE.fullmatch(handle) or _ADDRESS_RE.fullmatch(handle):
+        return handle
+    return None
 
 
 def _names(handles: tuple[str, ...]) -> str | None:
@@ -332,6 +336,9 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+_SIGN_IN = {"x": "X", "mastodon": "Mastodon"}
+
+
 def creator_notice(
     creator_handle: str,
     total: Money,
@@ -340,6 +347,7 @@ def creator_notice(
     claim_url: str,
     expires_on: date,
     reminder: bool,
+    platform: str = "x",
 ) -> str:
     """The notice posted in the thread of a tip: what waits for the creator, and until when.
 
@@ -350,6 +358,7 @@ def creator_notice(
     url = _url(claim_url)
     if handle is None or url is None:
         raise ValueError("creator_notice needs a valid handle and an http(s) claim URL")
+    site = _SIGN_IN.get(platform, "X")
     from_whom = _count(supporters, "supporter")
     if tips > supporters:
         from_whom += f" ({_count(tips, 'tip')})"
@@ -358,12 +367,12 @@ def creator_notice(
         body = (
             f"a reminder: {total} from {from_whom} is still waiting for you on tipjar. "
             f"Claim it by {by} or it goes back to them. "
-            "Reply 'stop' for no more notices. Sign in with X to claim:"
+            f"Reply 'stop' for no more notices. Sign in with {site} to claim:"
         )
     else:
         body = (
             f"you have {total} waiting from {from_whom} on tipjar. "
             f"Claim it by {by}; after that it goes back to them. "
-            "Reply 'stop' for no more notices. Sign in with X to claim:"
+            f"Reply 'stop' for no more notices. Sign in with {site} to claim:"
         )
     return _finish(handle, body, url)

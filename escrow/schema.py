@@ -268,6 +268,8 @@ outbox = Table(
     Column("error", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
+    # Where it is posted: the relay of each platform sends only its own rows (0006).
+    Column("platform", String(16), nullable=False, server_default="x"),
     CheckConstraint(f"kind IN {OUTBOX_KINDS!r}", name="kind"),
     CheckConstraint(f"state IN {OUTBOX_STATES!r}", name="state"),
     CheckConstraint("attempts >= 0", name="attempts_non_negative"),

@@ -6,7 +6,8 @@ Create Date: 2026-11-30
 
 `mastodon_apps` keeps the app tipjar registered on each instance (once per instance);
 `mastodon_sign_ins` keeps each "Sign in with Mastodon" in flight (state hash, instance,
-PKCE verifier), for single use within ten minutes.
+PKCE verifier), for single use within ten minutes. `outbox.platform` says where a post
+goes, so that each platform's relay sends only its own (every row before is X's).
 """
 
 from alembic import op
@@ -42,9 +43,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('state_hash', name=op.f('pk_mastodon_sign_ins'))
     )
     op.create_index('ix_mastodon_sign_ins_created_at', 'mastodon_sign_ins', ['created_at'])
+    op.add_column('outbox', sa.Column('platform', sa.String(length=16), nullable=False,
+                                      server_default='x'))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_column('platform')
     op.drop_index('ix_mastodon_sign_ins_created_at', table_name='mastodon_sign_ins')
     op.drop_table('mastodon_sign_ins')
     op.drop_table('mastodon_apps')
