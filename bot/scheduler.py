@@ -197,6 +197,9 @@ class Jobs:
     platform: Platform
     clock: Clock
     stop: threading.Event
+    # More platforms served by this one worker (PLATFORMS=x,mastodon): each is polled and
+    # relayed in turn, with its own cursor and its own rate limits.
+    others: tuple[Platform, ...] = ()
     after_poll: Callable[[], None] | None = None
     lock_lost: bool = False
     stopper: threading.Thread | None = None  # shuts the scheduler down once `stop` is set
@@ -208,17 +211,29 @@ class Jobs:
     def policy(self) -> Policy:
         return app.policy(self.settings)
 
+    @property
+    def platforms(self) -> tuple[Platform, ...]:
+        return (self.platform, *self.others)
+
     def poll(self) -> None:
-        result = poll_once(
-            self.engine, self.platform, self.settings, clock=self.clock, should_stop=self.stop
-        )
-        if result.error:
-            log.warning("poll: %s", result.error)
-        elif result.processed:
-            log.info(
-                "poll: %d new mention(s), %d tip(s) applied", result.processed, result.tips_applied
+        wants_notices = False
+        for platform in self.platforms:
+            if self.stop.is_set():
+                break
+            result = poll_once(
+                self.engine, platform, self.settings, clock=self.clock, should_stop=self.stop
             )
-        if (result.tips_applied or result.replies_queued) and self.after_poll is not None:
+            if result.error:
+                log.warning("poll %s: %s", platform.name, result.error)
+            elif result.processed:
+                log.info(
+                    "poll %s: %d new mention(s), %d tip(s) applied",
+                    platform.name,
+                    result.processed,
+                    result.tips_applied,
+                )
+            wants_notices = wants_notices or bool(result.tips_applied or result.replies_queued)
+        if wants_notices and self.after_poll is not None:
             self.after_poll()
 
     def notices(self) -> None:
@@ -253,17 +268,19 @@ class Jobs:
             # what is already in the outbox (replies, older notices) still goes out.
             log.exception("notices: planning failed")
             plan = NoticePlan()
-        sent = send_pending(
-            self.engine, self.platform, self.clock(), SEND_LIMIT, should_stop=self.stop
-        )
-        if plan.planned or sent.sent or sent.failed:
-            log.info(
-                "notices: %d planned, %d sent, %d failed, %d skipped",
-                plan.planned,
-                sent.sent,
-                sent.failed,
-                sent.skipped,
+        for platform in self.platforms:
+            sent = send_pending(
+                self.engine, platform, self.clock(), SEND_LIMIT, should_stop=self.stop
             )
+            if plan.planned or sent.sent or sent.failed:
+                log.info(
+                    "notices %s: %d planned, %d sent, %d failed, %d skipped",
+                    platform.name,
+                    plan.planned,
+                    sent.sent,
+                    sent.failed,
+                    sent.skipped,
+                )
 
     def release_sweep(self) -> None:
         posted = transaction(
@@ -371,6 +388,7 @@ def run_worker(
     *,
     engine: Engine | None = None,
     platform: Platform,
+    others: tuple[Platform, ...] = (),
     clock: Clock = utcnow,
     standby_retry: float = STANDBY_RETRY_SECONDS,
     stop: threading.Event | None = None,
@@ -403,7 +421,7 @@ def run_worker(
         if stop.wait(standby_retry):
             log.info("stopped while on standby")
             return 0
-    jobs = Jobs(settings, eng, platform, clock, stop)
+    jobs = Jobs(settings, eng, platform, clock, stop, others)
     try:
         log.info("scheduler active (pid %d)", os.getpid())
         scheduler = build_scheduler(jobs, settings, lock, lock_check_seconds=lock_check_seconds)

@@ -53,12 +53,17 @@ class Context:
         return app.ledger(self.settings, self.engine)
 
     def identity(self, text: str) -> Identity:
-        """`x:ID` as given, or `@handle` from the local accounts, else looked up on X.
+        """An account as a maintainer names it, on either platform.
 
-        The look-up happens only for a handle unknown here and only when X credentials are
-        configured; X answers with the account's immutable id.
+        `x:ID` and `mastodon:user@domain` are taken as given; `@user@domain` is a Mastodon
+        address (lowercased: addresses are the ids); `@handle` is an X handle found among
+        the local accounts, else looked up on X (only when X credentials are configured;
+        X answers with the account's immutable id).
         """
         text = text.strip()
+        mastodon = _mastodon_identity(text)
+        if mastodon is not None:
+            return mastodon
         if text.startswith("@"):
             with self.engine.connect() as conn:
                 row = find_by_handle(conn, text[1:])
@@ -71,7 +76,7 @@ class Context:
         try:
             return Identity.parse(text)
         except LedgerError as e:
-            fail(f"{e}; or give @handle")
+            fail(f"{e}; or give @handle, @user@domain or mastodon:user@domain")
 
     def _look_up_on_x(self, handle: str) -> Identity | None:
         from bot.platforms import PlatformError
@@ -85,6 +90,26 @@ class Context:
             fail(f"@{handle} is not known here and X could not be asked: {e}")
         user = users.get(handle.casefold())
         return Identity(user.platform, user.user_id, user.handle) if user is not None else None
+
+
+def _mastodon_identity(text: str) -> Identity | None:
+    """`mastodon:bob@other.social` or `@bob@other.social` (None: not a Mastodon address)."""
+    from bot.platforms.mastodon.text import MAX_ADDRESS_LENGTH, parse_address
+
+    if text.lower().startswith("mastodon:"):
+        parsed = parse_address(text[len("mastodon:") :])
+        if parsed is None:
+            fail(f"{text!r} is not a Mastodon identity like mastodon:bob@example.social")
+    elif text.startswith("@") and text.count("@") == 2:
+        parsed = parse_address(text)
+        if parsed is None:
+            fail(f"{text!r} is not a Mastodon address like @bob@example.social")
+    else:
+        return None
+    address = "@".join(parsed)
+    if len(address) > MAX_ADDRESS_LENGTH:
+        fail(f"{text!r} is longer than tipjar keeps Mastodon addresses")
+    return Identity("mastodon", address, address)
 
 
 def _sqlite_file_missing(engine: Engine) -> bool:

@@ -1,4 +1,7 @@
-"""Commands that talk to X: one poll, the outbox (send and list), and the worker process."""
+"""Commands that talk to the platforms: one poll, the outbox (send and list), the worker.
+
+Each works on every platform in PLATFORMS (X by default, Mastodon, or both).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,11 @@ import click
 
 from bot.cli.context import Context
 from bot.cli.output import EXIT_PROBLEM, emit_json, fail, table, when
-from bot.listener import PAGE_SIZE, poll_once
+from bot.listener import PAGE_SIZE, PollResult, poll_once
 from bot.notices import plan_notices
-from bot.outbox import list_outbox, send_pending
+from bot.outbox import SendResult, list_outbox, send_pending
 from bot.platforms import Platform
-from bot.platforms.x.wiring import XNotConfigured, build_x_api
+from bot.platforms.wiring import PlatformNotConfigured, build_platforms
 from escrow.db import transaction
 from escrow.ledger import utcnow
 from escrow.schema import OUTBOX_STATES
@@ -35,10 +38,10 @@ def _logging(ctx: Context) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _x_api(ctx: Context) -> Platform:
+def _platforms(ctx: Context) -> list[Platform]:
     try:
-        return build_x_api(ctx.settings)
-    except XNotConfigured as e:
+        return build_platforms(ctx.settings)
+    except PlatformNotConfigured as e:
         fail(str(e))
 
 
@@ -54,29 +57,43 @@ def _x_api(ctx: Context) -> Platform:
 @json_option
 @pass_ctx
 def poll(ctx: Context, once: bool, page_size: int, as_json: bool) -> None:
-    """Read every new mention of the bot and apply it; exit 1 if X failed.
+    """Read every new mention of the bot and apply it; exit 1 if a platform failed.
+
+    With several platforms (PLATFORMS=x,mastodon) --json prints one result per platform.
 
     \b
     Example:
       tipjar poll --once --json
     """
     _logging(ctx)
-    x_api = _x_api(ctx)
-    result = poll_once(ctx.engine, x_api, ctx.settings, page_size=page_size)
+    results = {
+        p.name: poll_once(ctx.engine, p, ctx.settings, page_size=page_size) for p in _platforms(ctx)
+    }
     if as_json:
-        emit_json(result.to_json())
-    else:
-        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items())) or "none"
-        click.echo(
-            f"{result.mentions_seen} mentions seen, {result.processed} new, "
-            f"{result.tips_applied} tips applied (outcomes: {outcomes})"
-        )
-        if result.rate_limited_until is not None:
-            click.echo(f"rate limited by X until {when(result.rate_limited_until)} UTC")
-        if result.error:
-            click.echo(f"X failed, nothing lost, the next poll retries: {result.error}", err=True)
-    if result.error:
+        if len(results) == 1:
+            emit_json(next(iter(results.values())).to_json())
+        else:
+            emit_json({"platforms": {name: r.to_json() for name, r in results.items()}})
+    for name, result in results.items():
+        if not as_json:
+            _say_poll(name, result, heading=len(results) > 1)
+    if any(r.error for r in results.values()):
         raise SystemExit(EXIT_PROBLEM)
+
+
+def _say_poll(name: str, result: PollResult, heading: bool) -> None:
+    label = {"x": "X", "mastodon": "Mastodon"}.get(name, name)
+    if heading:
+        click.echo(f"{label}:")
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items())) or "none"
+    click.echo(
+        f"{result.mentions_seen} mentions seen, {result.processed} new, "
+        f"{result.tips_applied} tips applied (outcomes: {outcomes})"
+    )
+    if result.rate_limited_until is not None:
+        click.echo(f"rate limited by {label} until {when(result.rate_limited_until)} UTC")
+    if result.error:
+        click.echo(f"{label} failed, nothing lost, the next poll retries: {result.error}", err=True)
 
 
 @click.group("notices")
@@ -97,10 +114,10 @@ def notices_send(ctx: Context, once: bool, limit: int, as_json: bool) -> None:
       tipjar notices send --once
     """
     _logging(ctx)
-    x_api = _x_api(ctx)
+    platforms = _platforms(ctx)
     now = utcnow()
     plan = transaction(ctx.engine, lambda conn: plan_notices(conn, ctx.settings, now))
-    sent = send_pending(ctx.engine, x_api, utcnow(), limit)
+    sent = _send_all(ctx, platforms, limit)
     if as_json:
         emit_json({"planned": plan.to_json(), "sent": sent.to_json()})
     else:
@@ -112,9 +129,26 @@ def notices_send(ctx: Context, once: bool, limit: int, as_json: bool) -> None:
         if sent.rate_limited_until is not None:
             click.echo(f"posting is rate limited until {when(sent.rate_limited_until)} UTC")
         if sent.error:
-            click.echo(f"X failed, the next run retries: {sent.error}", err=True)
+            click.echo(f"posting failed, the next run retries: {sent.error}", err=True)
     if sent.error:
         raise SystemExit(EXIT_PROBLEM)
+
+
+def _send_all(ctx: Context, platforms: list[Platform], limit: int) -> SendResult:
+    """Each platform's relay in turn; one summed result (the first error and limit kept)."""
+    results = [send_pending(ctx.engine, p, utcnow(), limit) for p in platforms]
+    if len(results) == 1:
+        return results[0]
+    return SendResult(
+        sent=sum(r.sent for r in results),
+        failed=sum(r.failed for r in results),
+        skipped=sum(r.skipped for r in results),
+        retry_later=sum(r.retry_later for r in results),
+        rate_limited_until=next(
+            (r.rate_limited_until for r in results if r.rate_limited_until), None
+        ),
+        error=next((r.error for r in results if r.error), None),
+    )
 
 
 @notices.command("list")
@@ -191,8 +225,10 @@ def worker(ctx: Context) -> None:
     from bot.scheduler import run_worker  # APScheduler is loaded only by the worker
 
     _logging(ctx)
-    x_api = _x_api(ctx)
-    raise SystemExit(run_worker(ctx.settings, engine=ctx.engine, platform=x_api))
+    first, *others = _platforms(ctx) or fail("PLATFORMS names no platform")
+    raise SystemExit(
+        run_worker(ctx.settings, engine=ctx.engine, platform=first, others=tuple(others))
+    )
 
 
 def register(main: click.Group) -> None:
