@@ -82,6 +82,35 @@ def reply_visibility(tip_visibility: str | None) -> str:
     return max("unlisted", theirs, key=_VISIBILITIES.index)
 
 
+class _HeaderTap(requests.Session):
+    """The session Mastodon.py calls through: it keeps the last answer's rate-limit headers,
+    which tipjar reads itself (Mastodon.py rebases them on the local clock, and hides them
+    when it raises on a 429)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits: tuple[str | None, str | None] = (None, None)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        self.limits = (None, None)
+        response = super().request(method, url, *args, **kwargs)
+        headers = response.headers
+        self.limits = (headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset"))
+        return response
+
+
+def _reset_time(text: str | None) -> datetime | None:
+    """`X-RateLimit-Reset`: an ISO time on Mastodon (epoch seconds on some others)."""
+    if not text:
+        return None
+    try:
+        if text.strip().isdigit():
+            return datetime.fromtimestamp(int(text), UTC)
+        return _aware(text.strip())
+    except (_Malformed, ValueError, OverflowError):
+        return None
+
+
 class _Malformed(Exception):
     """A notification or status that does not have Mastodon's shape."""
 
@@ -118,7 +147,7 @@ class MastodonPlatform:
         access_token: str,
         bot_acct: str,
         timeout: float = DEFAULT_TIMEOUT,
-        session: requests.Session | None = None,
+        session: _HeaderTap | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._domain = bot_acct.partition("@")[2].lower()
@@ -128,12 +157,13 @@ class MastodonPlatform:
         self._clock = clock
         self._reset_at: datetime | None = None
         self._remaining: int | None = None
+        self._session = session or _HeaderTap()
         self._api = Mastodon(
             access_token=access_token,
             api_base_url=base_url,
             ratelimit_method="throw",  # never sleep inside a job: a 429 is ours to schedule
             request_timeout=timeout,
-            session=session or requests.Session(),
+            session=self._session,
             version_check_mode="none",
         )
 
@@ -186,11 +216,9 @@ class MastodonPlatform:
         return result
 
     def _read_limits(self) -> None:
-        remaining = getattr(self._api, "ratelimit_remaining", None)
-        reset = getattr(self._api, "ratelimit_reset", None)
-        self._remaining = remaining if isinstance(remaining, int) else None
-        if isinstance(reset, int | float) and reset > 0:
-            self._reset_at = datetime.fromtimestamp(reset, UTC)
+        remaining, reset = self._session.limits
+        self._remaining = int(remaining) if remaining and remaining.strip().isdigit() else None
+        self._reset_at = _reset_time(reset) or self._reset_at
 
     # -- mentions ----------------------------------------------------------------------
 
