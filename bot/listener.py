@@ -221,16 +221,26 @@ def _reply_context(
     )
 
 
+def _shown(ctx: _Context, user_id: str | None, written: str) -> str:
+    """The handle to keep for `user_id`: the platform's own when the page named the user
+    under its id (a Mastodon address), else the handle as written in the post."""
+    known = ctx.users.get(user_id.casefold()) if user_id else None
+    return known.handle if known is not None and known.user_id == user_id else written
+
+
 def _resolve(ctx: _Context, mention: Mention, command: TipCommand) -> list[tuple[str, str | None]]:
     """(handle as shown, user id or None) for each recipient of `command`."""
     if command.is_reply and mention.in_reply_to_user_id:
-        return [(mention.in_reply_to_handle or command.recipients[0], mention.in_reply_to_user_id)]
+        replied = mention.in_reply_to_user_id
+        return [
+            (_shown(ctx, replied, mention.in_reply_to_handle or command.recipients[0]), replied)
+        ]
     out: list[tuple[str, str | None]] = []
     for handle in command.recipients:
         key = handle.casefold()
         user = ctx.users.get(key)
         user_id = mention.mentioned_ids.get(key) or (user.user_id if user else None)
-        out.append((user.handle if user else handle, user_id))
+        out.append((user.handle if user else _shown(ctx, user_id, handle), user_id))
     return out
 
 

@@ -135,6 +135,12 @@ def _text(obj: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _addresses_in(mention: Mention) -> list[str]:
+    """Everyone a mention names: its author, the accounts it mentions, the one it answers."""
+    named = [mention.author_id, *mention.mentioned_ids.values()]
+    return named + ([mention.in_reply_to_user_id] if mention.in_reply_to_user_id else [])
+
+
 class MastodonPlatform:
     """The bot's account on its Mastodon instance, as the platform port."""
 
@@ -250,7 +256,7 @@ class MastodonPlatform:
             mentions=tuple(found),
             newest_id=str(max(ids)) if ids else None,
             next_token=str(older) if older is not None else None,
-            users={m.author_id: self.user(m.author_id) for m in found},
+            users={a: self.user(a) for m in found for a in _addresses_in(m)},
         )
 
     def _mention(self, note: Mapping[str, Any]) -> Mention | None:
