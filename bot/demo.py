@@ -43,6 +43,7 @@ from bot import app as composition
 from bot.cli.context import Context
 from bot.cli.output import money, table
 from bot.config import Settings, load_settings
+from bot.demo_mastodon import mastodon_act
 from bot.hosts import is_loopback
 from bot.listener import poll_once
 from bot.notices import plan_notices
@@ -643,7 +644,7 @@ def audit(st: Stage, n: Narrator) -> None:
 
 
 STORY_TO_CLAIM = (introduce, deposit, tweet, poll, notices, balances)
-STORY_FROM_CLAIM = (claim, settlement, expiry, audit)
+STORY_FROM_CLAIM = (claim, settlement, expiry, mastodon_act, audit)
 
 
 def run_story(write: Write = click.echo) -> float:
