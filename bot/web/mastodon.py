@@ -141,19 +141,28 @@ def take(conn: Connection, state: str, now: datetime) -> InFlight | oauth.StateP
     )
 
 
+def _sign_in(web: Web, instance: Instance, http: GuardedSession) -> signin.MastodonSignIn:
+    """The port's sign-in on `instance`: tipjar's app there (registered once), its endpoints."""
+    return signin.MastodonSignIn(
+        instance,
+        app_for(web, instance, http),
+        signin.server_info(instance, http),
+        callback_url(web.settings.public_base_url),
+        http,
+        allow_loopback=web.settings.allow_loopback_instances,
+    )
+
+
 def _start(web: Web, typed: str, http: GuardedSession) -> tuple[Instance, str]:
     """Everything before the browser leaves: (instance, authorize URL)."""
-    allow = web.settings.allow_loopback_instances
-    instance = instance_of(typed, allow_loopback=allow)
-    creds = app_for(web, instance, http)
-    info = signin.server_info(instance, http)
-    verifier = secrets.token_urlsafe(64) if info.pkce else None
+    instance = instance_of(typed, allow_loopback=web.settings.allow_loopback_instances)
+    sign_in = _sign_in(web, instance, http)
+    verifier = secrets.token_urlsafe(64) if sign_in.info.pkce else None
     state = transaction(web.engine, lambda conn: begin(conn, instance.domain, verifier, web.now()))
     pending = [k for k in session.get("mastodon_states", []) if isinstance(k, str)]
     session["mastodon_states"] = [*pending, oauth.state_key(state)][-PENDING_STATES:]
-    challenge = oauth.pkce_challenge(verifier) if verifier else None
-    redirect_uri = callback_url(web.settings.public_base_url)
-    return instance, signin.authorize_url(info, creds, redirect_uri, state, challenge)
+    challenge = oauth.pkce_challenge(verifier) if verifier else ""
+    return instance, sign_in.authorize_url(state, challenge)
 
 
 def _state_refusal(state: str) -> BaseResponse | None:
@@ -174,23 +183,18 @@ def _state_refusal(state: str) -> BaseResponse | None:
 
 
 def _verify(web: Web, flight: InFlight, code: str, http: GuardedSession) -> str:
-    info = signin.server_info(flight.instance, http)
-    token = signin.exchange_code(
+    """The address the instance vouches for; the token lives only inside this call."""
+    sign_in = signin.MastodonSignIn(
         flight.instance,
-        info,
         flight.app,
-        code=code,
-        redirect_uri=callback_url(web.settings.public_base_url),
-        verifier=flight.verifier,
-        session=http,
+        signin.server_info(flight.instance, http),
+        callback_url(web.settings.public_base_url),
+        http,
+        allow_loopback=web.settings.allow_loopback_instances,
     )
+    token = sign_in.exchange_code(code, flight.verifier or "")
     try:
-        return signin.verified_address(
-            flight.instance,
-            token,
-            http,
-            allow_loopback=web.settings.allow_loopback_instances,
-        )
+        return sign_in.current_user(token).user_id
     finally:
         token = ""  # not kept a moment longer than needed
 

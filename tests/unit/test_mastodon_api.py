@@ -229,3 +229,31 @@ def test_addresses_name_themselves_and_bare_handles_name_nobody(api):
     assert list(found) == ["bob@other.social"]
     assert found["bob@other.social"].user_id == "bob@other.social"
     assert api.get_user("nobody") is None
+
+
+def test_the_adapter_is_a_platform_and_its_sign_in_a_sign_in(api):
+    from bot.platforms import Platform, SignIn
+    from bot.platforms.mastodon.guard import GuardedSession, Instance
+    from bot.platforms.mastodon.signin import AppCredentials, MastodonSignIn, ServerInfo
+
+    assert isinstance(api, Platform)
+    assert (api.name, api.bot_user_id, api.bot_handle) == (
+        "mastodon",
+        "flattr@home.social",
+        "flattr",
+    )
+    sign_in = MastodonSignIn(
+        Instance("other.social", "https://other.social"),
+        AppCredentials("client-id-123", "client-secret-456"),
+        ServerInfo(
+            "https://other.social/oauth/authorize", "https://other.social/oauth/token", True
+        ),
+        "https://tipjar.example/oauth/mastodon/callback",
+        GuardedSession(),
+        allow_loopback=False,
+    )
+    assert isinstance(sign_in, SignIn)
+    url = sign_in.authorize_url("state-1", "challenge-1")
+    query = parse_qs(urlsplit(url).query)
+    assert query["state"] == ["state-1"] and query["code_challenge_method"] == ["S256"]
+    assert "code_challenge" not in parse_qs(urlsplit(sign_in.authorize_url("s", "")).query)

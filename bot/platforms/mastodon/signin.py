@@ -32,10 +32,12 @@ from mastodon import Mastodon, MastodonError
 
 from bot.platforms.mastodon.guard import GuardedSession, Instance, InstanceRefused
 from bot.platforms.mastodon.text import MAX_ADDRESS_LENGTH, parse_address
+from bot.platforms.port import PlatformUser, SignInError
 
 __all__ = [
     "SCOPES",
     "AppCredentials",
+    "MastodonSignIn",
     "ServerInfo",
     "SignInRefused",
     "authorize_url",
@@ -51,13 +53,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{8,512}")
 _USERNAME = re.compile(r"[A-Za-z0-9_]{1,30}")
 
 
-class SignInRefused(Exception):
+class SignInRefused(SignInError):
     """The sign-in cannot go on. `reason` is for the person, `detail` for the log."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -290,3 +287,45 @@ def verified_address(
     if len(address) > MAX_ADDRESS_LENGTH:
         raise SignInRefused("This address is too long for tipjar.", "address too long")
     return address
+
+
+class MastodonSignIn:
+    """The port's `SignIn` on one instance, once tipjar's app there and its OAuth endpoints
+    are known. `code_challenge`/`verifier` are "" where the instance takes no PKCE."""
+
+    platform = "mastodon"
+    label = "Mastodon"
+    configured = True
+
+    def __init__(
+        self,
+        instance: Instance,
+        app: AppCredentials,
+        info: ServerInfo,
+        redirect_uri: str,
+        session: GuardedSession,
+        *,
+        allow_loopback: bool,
+    ) -> None:
+        self.instance, self.app, self.info = instance, app, info
+        self.redirect_uri, self.session, self.allow_loopback = redirect_uri, session, allow_loopback
+
+    def authorize_url(self, state: str, code_challenge: str) -> str:
+        return authorize_url(self.info, self.app, self.redirect_uri, state, code_challenge or None)
+
+    def exchange_code(self, code: str, verifier: str) -> str:
+        return exchange_code(
+            self.instance,
+            self.info,
+            self.app,
+            code=code,
+            redirect_uri=self.redirect_uri,
+            verifier=verifier or None,
+            session=self.session,
+        )
+
+    def current_user(self, access_token: str) -> PlatformUser:
+        address = verified_address(
+            self.instance, access_token, self.session, allow_loopback=self.allow_loopback
+        )
+        return PlatformUser(self.platform, address, address)
