@@ -6,8 +6,9 @@ state (with a PKCE verifier where the instance takes S256) and shows a page that
 to the instance's authorize page (a link, not a redirect: the claim page's CSP allows
 forms to go only to this site and X). `GET /oauth/mastodon/callback` takes the state back
 once, within ten minutes, in the browser that started it, exchanges the code, learns the
-verified address (`bot.platforms.mastodon.signin`) and posts every hold waiting for that
-address in one transaction, as the X sign-in does. A refused sign-in changes nothing.
+verified address (`bot.platforms.mastodon.signin`) and claims as the X sign-in does
+(`bot.web.views.claim_for`: every hold for that address posted in one transaction). A
+refused sign-in changes nothing.
 """
 
 from __future__ import annotations
@@ -18,20 +19,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, redirect, render_template, request, session, url_for
+from flask import Flask, render_template, request, session
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as BaseResponse
 
 from bot.platforms.mastodon import signin
 from bot.platforms.mastodon.guard import GuardedSession, Instance, InstanceRefused, instance_of
+from bot.platforms.port import PlatformUser
 from bot.web import oauth
 from bot.web.context import Web
 from bot.web.security import error_page, log
-from escrow import claims
+from bot.web.views import claim_for
 from escrow.db import transaction
-from escrow.ledger import Identity
-from escrow.schema import accounts, mastodon_apps, mastodon_sign_ins
+from escrow.schema import mastodon_apps, mastodon_sign_ins
 
 __all__ = ["SessionFactory", "begin", "register", "take"]
 
@@ -182,7 +183,7 @@ def _state_refusal(state: str) -> BaseResponse | None:
     )
 
 
-def _verify(web: Web, flight: InFlight, code: str, http: GuardedSession) -> str:
+def _verify(web: Web, flight: InFlight, code: str, http: GuardedSession) -> PlatformUser:
     """The address the instance vouches for; the token lives only inside this call."""
     sign_in = signin.MastodonSignIn(
         flight.instance,
@@ -194,44 +195,9 @@ def _verify(web: Web, flight: InFlight, code: str, http: GuardedSession) -> str:
     )
     token = sign_in.exchange_code(code, flight.verifier or "")
     try:
-        return sign_in.current_user(token).user_id
+        return sign_in.current_user(token)
     finally:
         token = ""  # not kept a moment longer than needed
-
-
-def _claimed(web: Web, address: str) -> BaseResponse:
-    who = Identity("mastodon", address, address)
-
-    def work(conn: Connection) -> tuple[claims.ClaimResult, str]:
-        result = claims.claim(conn, web.policy, who, web.now())
-        status = conn.execute(
-            select(accounts.c.status).where(accounts.c.id == result.account_id)
-        ).scalar_one()
-        return result, str(status)
-
-    result, status = transaction(web.engine, work)
-    log.info(
-        "claim by mastodon:%s: %d tips from %d supporters posted (%d minor), %d expired",
-        address,
-        result.tips,
-        result.supporters,
-        result.gross.minor,
-        result.expired,
-    )
-    session.clear()  # a fresh session on sign-in: nothing planted carries over
-    session.permanent = True
-    session["account_id"] = result.account_id
-    session["claim_result"] = {
-        "gross": result.gross.minor,
-        "fee": result.fee.minor,
-        "net": result.net.minor,
-        "tips": result.tips,
-        "supporters": result.supporters,
-        "expired": result.expired,
-        "refusing": status == "refusing",
-        "handle": address,
-    }
-    return redirect(url_for("claim_done"), 303)
 
 
 def register(app: Flask, web: Web) -> None:
@@ -282,11 +248,11 @@ def register(app: Flask, web: Web) -> None:
                 content_type="text/html; charset=utf-8",
             )
         try:
-            address = _verify(web, flight, args["code"], guarded())
+            person = _verify(web, flight, args["code"], guarded())
         except signin.SignInRefused as e:
             log.warning("mastodon sign-in failed: %s", e.detail)
             return error_page(400, "Sign-in did not complete", e.reason)
-        return _claimed(web, address)
+        return claim_for(web, person)
 
 
 _STATE_PROBLEMS = {

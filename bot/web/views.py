@@ -195,6 +195,45 @@ class _PageBasics(_Pages):
         return jsonify(ok=True), 200
 
 
+def claim_for(web: Web, person: PlatformUser) -> BaseResponse:
+    """Post everything waiting for the signed-in `person` and start their session
+    (every platform's sign-in ends here)."""
+    who = Identity(person.platform, person.user_id, person.handle or None)
+
+    def work(conn: Connection) -> tuple[claims.ClaimResult, str]:
+        result = claims.claim(conn, web.policy, who, web.now())
+        status = conn.execute(
+            select(accounts.c.status).where(accounts.c.id == result.account_id)
+        ).scalar_one()
+        return result, str(status)
+
+    result, status = transaction(web.engine, work)
+    log.info(
+        "claim by %s:%s: %d tips from %d supporters posted (%d minor), %d expired",
+        person.platform,
+        person.user_id,
+        result.tips,
+        result.supporters,
+        result.gross.minor,
+        result.expired,
+    )
+    # A fresh session on sign-in: nothing from before (a planted session) carries over.
+    session.clear()
+    session.permanent = True
+    session["account_id"] = result.account_id
+    session["claim_result"] = {
+        "gross": result.gross.minor,
+        "fee": result.fee.minor,
+        "net": result.net.minor,
+        "tips": result.tips,
+        "supporters": result.supporters,
+        "expired": result.expired,
+        "refusing": status == "refusing",
+        "handle": person.handle,
+    }
+    return redirect(url_for("claim_done"), 303)
+
+
 class _ClaimPages(_Pages):
     """Claiming: the claim page, the sign-in round trip and its outcome, signing out."""
 
@@ -296,42 +335,7 @@ class _ClaimPages(_Pages):
         return None
 
     def _claim_for(self, person: PlatformUser) -> BaseResponse:
-        """Post everything waiting for the signed-in `person` and start their session."""
-        web = self.web
-        who = Identity(person.platform, person.user_id, person.handle or None)
-
-        def work(conn: Connection) -> tuple[claims.ClaimResult, str]:
-            result = claims.claim(conn, web.policy, who, web.now())
-            status = conn.execute(
-                select(accounts.c.status).where(accounts.c.id == result.account_id)
-            ).scalar_one()
-            return result, str(status)
-
-        result, status = transaction(web.engine, work)
-        log.info(
-            "claim by %s:%s: %d tips from %d supporters posted (%d minor), %d expired",
-            person.platform,
-            person.user_id,
-            result.tips,
-            result.supporters,
-            result.gross.minor,
-            result.expired,
-        )
-        # A fresh session on sign-in: nothing from before (a planted session) carries over.
-        session.clear()
-        session.permanent = True
-        session["account_id"] = result.account_id
-        session["claim_result"] = {
-            "gross": result.gross.minor,
-            "fee": result.fee.minor,
-            "net": result.net.minor,
-            "tips": result.tips,
-            "supporters": result.supporters,
-            "expired": result.expired,
-            "refusing": status == "refusing",
-            "handle": person.handle,
-        }
-        return redirect(url_for("claim_done"), 303)
+        return claim_for(self.web, person)
 
     def claim_done(self) -> BaseResponse | str:
         outcome = session.pop("claim_result", None)
