@@ -30,6 +30,15 @@ zero-width spaces and direction marks, which a user cannot see or avoid typing):
   currency (``$1`` in a EUR deployment, ``£2``, ``USD 2``, ``₹50``) is ``wrong_currency``.
   Below ``min_tip`` is ``too_small``, above ``max_tip`` is ``too_large``. With several
   recipients each gets the amount. Full-width and Arabic-Indic digits read as digits.
+- **Never guess an amount**: after the recipients, a token that looks like money (a
+  digit, a currency symbol, a country's dollar like ``US$``, or a bare currency code) and
+  does not read exactly is ``bad_amount`` (``wrong_currency`` when it names another
+  currency), never a flattr: ``€abc``, ``€two``, ``~€2``, ``US$2``, ``€<zero-width
+  space>2``. A space or any other character inside a number is ``bad_amount``: ``€1 000``,
+  ``€ 1 000``, ``EUR 1 000``, ``€2 50``, ``€2/3``; a keycap emoji is not a digit. A
+  flattr has nothing money-like anywhere after the recipients (``❤️ €2`` and ``thanks for
+  episode 2`` are ``bad_amount``; handles, hashtags and links do not count); after an
+  amount, a second amount with its currency is ``bad_amount`` (``€2, and €3 for carol``).
 - **A bare number** (``@flattr @bob 2``) is read in the deployment's currency only when
   nothing but punctuation or emoji follows it, which is what a user typing a quick tip
   means. When words follow (``@flattr @bob 2 thanks``) it is ``bad_amount``: the reply
@@ -38,15 +47,25 @@ zero-width spaces and direction marks, which a user cannot see or avoid typing):
   12 words and 140 characters, no link, no question mark. Anything longer, a link or a
   question is conversation (``@Twitter @TwitterSupport this is my feed, why ... <link>``)
   and gives ``NotACommand``: a tip is a short imperative, and when unsure no money moves.
-- **Replies**: in a reply, the platform prefixes the text with the handles of the thread,
-  so ``@alice @flattr @bob nice!`` is usually someone chatting under alice's tip, not a
-  tip. When the bot's handle is part of a reply's leading run of mentions, the stricter
-  reply rule for the text after the recipients applies: nothing, the word tip/flattr or
-  an amount (which may carry a short note). ``@alice @flattr @bob €1`` still tips bob.
+  A trailing link that is the tweet's own photo, video or quoted tweet (``attachment_urls``,
+  from the platform's entities) is not text: a tip with a photo or a quote works.
+- **Only the author's words** (``display_range``, X's ``display_text_range``): in a reply
+  X prefixes the text with the thread's mentions and marks where the author's own text
+  starts. The mentions before that are context, never recipients: the explicit rule and
+  the reply-tip rule read the displayed text only, so a reply tip needs the bot's handle
+  typed by the author. Commands still read the whole leading run, so ``stop`` typed under
+  the prefix ``@flattr @alice`` of a notice still works.
+- **Replies without a display range** (Mastodon, or X leaving it out): a reply counts as
+  a tip only if its words after the leading run of mentions hold an amount (a digit or a
+  currency symbol) or the word ``tip``/``flattr``: ``@alice @flattr 🙏`` under alice's tip
+  is thread chatter. When the bot's handle is part of the leading run, the stricter reply
+  rule for the text after the recipients applies: nothing, the word tip/flattr or an
+  amount (which may carry a short note). ``@alice @flattr @bob €1`` still tips bob.
 - **Reply tip**: when no explicit tip is found, a reply whose leading run of mentions ends
   with the bot's handle, followed by nothing, an amount, or the word ``flattr``/``tip``,
-  tips the author of the tweet replied to: ``@carol @flattr``, ``@carol @flattr €0.50``,
-  ``@carol @flattr tip``. ``@carol @flattr what happened???`` is conversation.
+  tips the author of the tweet replied to: ``@carol @flattr €0.50``, ``@carol @flattr
+  tip`` (and, with a display range, ``@flattr`` typed by the author under ``@carol``).
+  ``@carol @flattr what happened???`` is conversation.
 - **Never a tip**: a reply to the bot's own tweet (its mentions are the thread's prefix);
   a tweet by the bot itself; a classic retweet (``RT @...``). Commands still work in
   replies to the bot, so a creator can answer a notice with ``stop``.
@@ -66,6 +85,7 @@ enum.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -251,11 +271,24 @@ _WORDS: Final[dict[str, str]] = {
     "yen": "JPY",
 }
 
+# Dollars written with their country ("US$2", "C$5"): markers of those currencies.
+_PREFIXED: Final[dict[str, str]] = {
+    "US$": "USD",
+    "C$": "CAD",
+    "CA$": "CAD",
+    "A$": "AUD",
+    "AU$": "AUD",
+    "NZ$": "NZD",
+    "HK$": "HKD",
+    "S$": "SGD",
+    "R$": "BRL",
+    "MX$": "MXN",
+}
 _SIGN = "[-+\u2212\u2013]"
 _NEGATIVE_SIGNS = ("-", "\u2212", "\u2013")
 _NUM = "(?:[0-9]+(?:[.,'][0-9]+)*|[.,][0-9]+)"
 _SPACE = "[ \u00a0\u2009\u202f]{0,3}"
-_SYM = "[" + "".join(re.escape(s) for s in _SYMBOLS) + "]"
+_SYM = "(?:[" + "".join(re.escape(s) for s in _SYMBOLS) + "]|(?:US|CA?|AU?|NZ|HK|S|R|MX)\\$)"
 _CODE = "(?:" + _ci_trie(sorted(_WORDS)) + ")"
 
 _AMOUNT_RE = re.compile(
@@ -263,7 +296,8 @@ _AMOUNT_RE = re.compile(
     f"(?P<sym1>{_SYM}){_SPACE}(?P<s2>{_SIGN})?(?P<n1>{_NUM})"
     f"|(?P<code1>{_CODE}){_SPACE}(?P<s3>{_SIGN})?(?P<n2>{_NUM})"
     f"|(?P<n3>{_NUM})(?:{_SPACE}(?:(?P<sym2>{_SYM})|(?P<code2>{_CODE})))?"
-    ")(?!\\w|[.,][0-9])"
+    # A keycap ("2\ufe0f\u20e3") is an emoji, not a number: never read as one.
+    ")(?!\\w|[.,][0-9]|[\ufe0e\ufe0f\u20e3])"
 )
 # Something that starts like an amount but is not one ("2nd", "€2abc", "1.2.3"): reported
 # as bad_amount (or as conversation, see _judge) instead of being silently ignored.
@@ -305,6 +339,37 @@ _AMOUNT_STARTS: Final = frozenset(
     + "".join(chr(c) for c in _FOLD)
 )
 
+# Never guess an amount: a token after the recipients that holds a digit or a currency
+# symbol (or is a currency code) is money the author wrote, and must read exactly.
+_DIGIT_CHARS = "0-9\uff10-\uff19\u0660-\u0669\u06f0-\u06f9"
+_SYMBOL_CHARS = "".join(re.escape(s) for s in _SYMBOLS) + "\uff04\uffe1\uffe5"
+_MONEYISH_RE = re.compile(f"[{_DIGIT_CHARS}{_SYMBOL_CHARS}]")
+# Tokens that hold digits without being money: handles, hashtags, links.
+_NOT_MONEY_RE = re.compile("[@\uff20#\uff03]|https?://|www\\.", re.IGNORECASE)
+_WORD_TOKEN_RE = re.compile(r"\S+")
+# A number that goes on after a space ("€1 000", "€2 50"), and the marker that may end it.
+_RUNS_ON_RE = re.compile(f"[ \\t\u00a0\u2009\u202f]+[{_DIGIT_CHARS}]\\S{{0,31}}")
+# Either of the above, tried once after every amount: almost always it fails at once.
+_MAY_RUN_ON_RE = re.compile(
+    f"[^\\s{_DIGIT_CHARS}{_SYMBOL_CHARS}]{{0,31}}[{_DIGIT_CHARS}{_SYMBOL_CHARS}]"
+    f"|[ \\t\u00a0\u2009\u202f]+[{_DIGIT_CHARS}]"
+)
+# A bare currency code or word right after the recipients ("@flattr @bob EUR").
+_BARE_CODE_RE = re.compile(f"{_CODE}[.,;:!?\u2026]*(?!\\S)")
+_RUN_MARKER_RE = re.compile(f"[ \\t\u00a0\u2009\u202f]+(?:{_SYM}|{_CODE})(?![^\\W\\d_])")
+# A currency marker inside a token ("~$2", "5usd"), to tell wrong_currency from bad_amount.
+_MARKER_RE = re.compile(f"{_SYM}|(?<![A-Za-z]){_CODE}(?![A-Za-z])")
+# An amount with its currency in a note after the amount ("€2, and €3 for carol").
+_MARKED_AMOUNT_RE = re.compile(
+    f"{_SYM}{_SPACE}{_SIGN}?[.,]?[0-9]|[0-9]{_SPACE}{_SYM}"
+    f"|(?<![A-Za-z]){_CODE}{_SPACE}{_SIGN}?[.,]?[0-9]|[0-9]{_SPACE}{_CODE}(?![A-Za-z])"
+)
+_TRAILING_PUNCTUATION = ".,;:!?\u2026"
+# Replies without a display range (Mastodon rule): the author's words must ask for money.
+_ASKS_RE = re.compile(
+    f"[{_DIGIT_CHARS}{_SYMBOL_CHARS}]|(?<![\\w@\uff20])(?:{_ci('tip')}|{_ci('flattr')})(?!\\w)"
+)
+
 
 # The result of reading an amount at one position of a tweet (a plain tuple: it is built
 # for most tweets, and a dataclass costs more than the rest of the reading):
@@ -336,13 +401,21 @@ def _skip(text: str, pos: int) -> int:
     return gap.end() if gap else pos
 
 
+def _marker_code(marker: str) -> str | None:
+    """The currency a symbol, a country's dollar (``US$``) or a code/word names."""
+    return _SYMBOLS.get(marker) or _PREFIXED.get(marker.upper()) or _WORDS.get(marker.lower())
+
+
+def _fold(text: str) -> str:
+    return text if text.isascii() else text.translate(_FOLD)
+
+
 def _evaluate(groups: tuple[str | Any, ...], detail: str, rules: AmountRules) -> Money | Rejection:
     """Judge one amount; ``groups`` are _AMOUNT_RE's groups in the order of _GROUPS."""
     s1, s2, s3, sym1, sym2, code1, code2, n1, n2, n3 = groups
-    symbol = sym1 or sym2
-    word = code1 or code2
-    code = _SYMBOLS[symbol] if symbol else _WORDS.get(word.lower()) if word else None
-    if word and code is None:  # unreachable with ASCII codes; kept so this never raises
+    marker = sym1 or sym2 or code1 or code2
+    code = _marker_code(marker) if marker else None
+    if marker and code is None:  # unreachable with the known markers; kept so this never raises
         return Rejection(Outcome.bad_amount, detail)
     if code is not None and code != rules.currency:
         return Rejection(Outcome.wrong_currency, detail)
@@ -367,7 +440,63 @@ def _evaluate(groups: tuple[str | Any, ...], detail: str, rules: AmountRules) ->
     return Money(minor, rules.currency)
 
 
+def _misread(detail: str, rules: AmountRules) -> tuple[Rejection, bool]:
+    """Money-like text that is not an amount: its rejection, and whether it names a currency."""
+    codes = [_marker_code(m.group()) for m in _MARKER_RE.finditer(_fold(detail))]
+    foreign = any(code is not None and code != rules.currency for code in codes)
+    outcome = Outcome.wrong_currency if foreign else Outcome.bad_amount
+    return Rejection(outcome, detail), bool(codes)
+
+
+def _runs_on(text: str, end: int) -> int:
+    """Where an amount read up to ``end`` really ends.
+
+    A digit or currency symbol later in the same token (``€2/3``, ``€2​50`` with an
+    invisible character) or a number after a space (``€1 000``, ``€2 50``) means the
+    author wrote one amount that does not read exactly: never guess which part was meant.
+    """
+    if _MAY_RUN_ON_RE.match(text, end) is None:
+        return end
+    stop = end
+    rest = _TOKEN_RE.match(text, end)
+    if rest is not None and _MONEYISH_RE.search(text, end, rest.end()):
+        stop = rest.end()
+    more = _RUNS_ON_RE.match(text, stop)
+    if more is None:
+        return stop
+    while more is not None and more.end() - end < _AMOUNT_WINDOW:
+        stop = more.end()
+        more = _RUNS_ON_RE.match(text, stop)
+    marker = _RUN_MARKER_RE.match(_fold(text[stop : stop + 8]))
+    return stop + marker.end() if marker else stop
+
+
+def _first_token(text: str, start: int, rules: AmountRules) -> _Read:
+    """The token after the recipients when it looks like money but is no amount.
+
+    ``€abc``, ``~€2``, ``US`` followed by a symbol, a bare ``EUR``: called when
+    _read_amount found nothing at ``start``.
+    """
+    token = _TOKEN_RE.match(text, start)
+    if token is None:
+        return start, None, False
+    word = token.group()
+    if _MONEYISH_RE.search(word) is None:
+        if _BARE_CODE_RE.match(text, start) is None:
+            return start, None, False
+        # A bare currency code or word ("EUR two", "€ two"): the amount it names follows.
+        token = _TOKEN_RE.match(text, _skip(text, token.end())) or token
+    elif _NOT_MONEY_RE.search(word):
+        return start, None, False
+    elif _MARKER_RE.fullmatch(_fold(word.rstrip(_TRAILING_PUNCTUATION))):
+        token = _TOKEN_RE.match(text, _skip(text, token.end())) or token
+    end = _runs_on(text, token.end())
+    rejection, marked = _misread(text[start:end], rules)
+    return end, rejection, marked
+
+
 def _read_amount(text: str, start: int, rules: AmountRules) -> _Read:
+    """The amount at ``start``; None when nothing there starts like one (see _first_token)."""
     if text[start : start + 1] not in _AMOUNT_STARTS:
         return start, None, False
     # A window, not the rest of a possibly 10,000-character text: amounts are short.
@@ -383,20 +512,43 @@ def _read_amount(text: str, start: int, rules: AmountRules) -> _Read:
         end = start + match.end()
         groups = match.group(*_GROUPS)
         marked = bool(groups[3] or groups[4] or groups[5] or groups[6])
+        stop = _runs_on(text, end)
+        if stop != end:
+            return stop, Rejection(Outcome.bad_amount, text[start:stop]), marked
         return end, _evaluate(groups, text[start:end], rules), marked
-    attempt = _ATTEMPT_RE.match(folded)
-    if attempt is None:
+    if _ATTEMPT_RE.match(folded) is None:
         return start, None, False
     token = _TOKEN_RE.match(text, start)
-    end = token.end() if token else start + attempt.end()
-    marker = attempt["sym"] or attempt["code"]
-    code = (_SYMBOLS.get(marker) or _WORDS.get(marker.lower())) if marker else None
-    outcome = (
-        Outcome.wrong_currency
-        if code is not None and code != rules.currency
-        else Outcome.bad_amount
-    )
-    return end, Rejection(outcome, text[start:end]), marker is not None
+    end = _runs_on(text, token.end() if token else start + 1)
+    rejection, marked = _misread(text[start:end], rules)
+    return end, rejection, marked
+
+
+def _stray_amount(
+    text: str, start: int, rules: AmountRules, *, any_number: bool
+) -> Rejection | None:
+    """Money written in the note after the recipients (or after the amount).
+
+    ``any_number``: the tweet has no amount, so it is a flattr only when nothing in the
+    note looks like money (``❤️ €2``, ``thanks! 2``); after an amount, only a second
+    amount with its currency counts (``€2, and €3 for carol``).
+    """
+    if _MONEYISH_RE.search(text, start) is None:
+        return None
+    if not any_number:
+        found = _MARKED_AMOUNT_RE.search(_fold(text[start:]))
+        if found is None:
+            return None
+        # Quote the second amount's own tokens, not the words around it.
+        begin = start + found.start()
+        while begin > start and not text[begin - 1].isspace():
+            begin -= 1
+        return _misread(text[begin : start + found.end()], rules)[0]
+    for token in _WORD_TOKEN_RE.finditer(text, start):
+        word = token.group()
+        if _MONEYISH_RE.search(word) and not _NOT_MONEY_RE.search(word):
+            return _misread(word[:32], rules)[0]
+    return None
 
 
 def _nothing_said(text: str, start: int) -> bool:
@@ -430,10 +582,19 @@ def _judge(
         start = _skip(text, word.end())
     end, value, marked = _read_amount(text, start, rules)
     if value is None:
-        quiet = _nothing_said(text, start) if strict else _short_note(text, start)
-        return None if quiet else _CHATTER
+        if strict and _nothing_said(text, start) and _MONEYISH_RE.search(text, start) is None:
+            return None
+        if not strict and not _short_note(text, start):
+            return _CHATTER
+        end, value, marked = _first_token(text, start, rules)
+        if value is None:
+            return _CHATTER if strict else _stray_amount(text, start, rules, any_number=True)
     if marked:
-        return value if _short_note(text, end) else _CHATTER
+        if not _short_note(text, end):
+            return _CHATTER
+        if isinstance(value, Money):
+            return _stray_amount(text, end, rules, any_number=False) or value
+        return value
     if _nothing_said(text, end):
         return value
     if not strict and _short_note(text, end):
@@ -475,12 +636,12 @@ def _tip(
     return TipCommand(recipients, judged, is_reply)
 
 
-def _leading_run(text: str, mentions: list[tuple[str, int, int]]) -> int:
-    """How many mentions open the text, separated only by gaps."""
-    pos = _skip(text, 0)
+def _leading_run(text: str, mentions: list[tuple[str, int, int]], start: int = 0) -> int:
+    """How many of ``mentions`` open the text at ``start``, separated only by gaps."""
+    pos = _skip(text, start)
     count = 0
-    for _name, start, end in mentions:
-        if start != pos:
+    for _name, begin, end in mentions:
+        if begin != pos:
             break
         count += 1
         pos = _skip(text, end)
@@ -515,6 +676,76 @@ def _control(
     return None
 
 
+def _shown(text: str, display_range: object) -> tuple[int, int] | None:
+    """The displayed part of ``text`` as (start, end), or None when the range is unusable."""
+    if not isinstance(display_range, tuple | list) or len(display_range) != 2:
+        return None
+    start, end = display_range
+    if type(start) is not int or type(end) is not int or not 0 <= start <= end:
+        return None
+    return min(start, len(text)), min(end, len(text))
+
+
+def _without_attachments(text: str, end: int, attachment_urls: Collection[str]) -> int:
+    """``end`` moved before the trailing links that are the tweet's own media or quote."""
+    while True:
+        stop = len(text[:end].rstrip())
+        url = next(
+            (u for u in attachment_urls if isinstance(u, str) and u and text.endswith(u, 0, stop)),
+            None,
+        )
+        if url is None or (stop > len(url) and not text[stop - len(url) - 1].isspace()):
+            return end
+        end = stop - len(url)
+
+
+def _asks_for_money(text: str, start: int) -> bool:
+    """Mastodon rule for replies: an amount or the word tip/flattr after ``start``."""
+    return _ASKS_RE.search(text, start) is not None
+
+
+def _tip_rules(
+    text: str,
+    mentions: list[tuple[str, int, int]],
+    bot_at: list[int],
+    lead: int,
+    names: tuple[str, str | None, str | None],
+    rules: AmountRules,
+    *,
+    strict_lead: bool,
+) -> Command:
+    """The explicit rule, then the reply-tip rule, over ``mentions`` (the author's words).
+
+    ``bot_at``: the indices of the bot's own mentions among ``mentions``.
+    ``names``: the bot, the author (both lower case) and the handle replied to.
+    ``strict_lead``: the leading run may be the platform's prefix of the thread (no
+    display range), so the stricter reply rule applies to what follows it.
+    """
+    bot, author, replied_to = names
+    examined = -1  # a bot mention inside a run already judged would be judged the same
+    for k in bot_at:
+        if k <= examined:
+            continue
+        run = _explicit_run(text, mentions, k)
+        if not run:
+            continue
+        examined = run[-1]
+        strict = strict_lead and replied_to is not None and k < lead
+        after = _skip(text, mentions[run[-1]][2])
+        judged = _judge(text, after, rules, strict)
+        if isinstance(judged, _Chatter):
+            continue
+        recipients = [mentions[j][0] for j in run]
+        return _tip(*_recipients(recipients, bot, author), judged, is_reply=False)
+
+    if replied_to is not None and lead and mentions[lead - 1][0].lower() == bot:
+        judged = _judge(text, _skip(text, mentions[lead - 1][2]), rules, strict=True)
+        if isinstance(judged, _Chatter):
+            return _NOT_A_COMMAND
+        return _tip(*_recipients([replied_to], bot, author), judged, is_reply=True)
+    return _NOT_A_COMMAND
+
+
 def parse(
     text: str,
     *,
@@ -522,8 +753,15 @@ def parse(
     in_reply_to_username: str | None = None,
     author_username: str | None = None,
     rules: AmountRules = _DEFAULT_RULES,
+    display_range: tuple[int, int] | None = None,
+    attachment_urls: Collection[str] = (),
 ) -> Command:
-    """Read one tweet. Never raises; see the module docstring for the grammar."""
+    """Read one tweet. Never raises; see the module docstring for the grammar.
+
+    ``display_range``: the part of ``text`` the author typed, as X's ``display_text_range``
+    (code point start and end); the mentions before its start are the thread's context.
+    ``attachment_urls``: the links that stand for the tweet's own media or quoted tweet.
+    """
     if not isinstance(text, str):
         return _NOT_A_COMMAND
     bot_handle = _normalise_handle(bot_username)
@@ -537,6 +775,13 @@ def parse(
     replied_to = _normalise_handle(in_reply_to_username)
     if author == bot or _RETWEET_RE.match(text):
         return _NOT_A_COMMAND
+
+    shown = None if display_range is None else _shown(text, display_range)
+    if shown is not None or attachment_urls:
+        end = shown[1] if shown is not None else len(text)
+        if isinstance(attachment_urls, Collection):
+            end = _without_attachments(text, end, attachment_urls)
+        text, lowered = text[:end], lowered[:end]
 
     mentions = extract_mentions_with_indices(text)
     bot_at = [i for i, (name, _s, _e) in enumerate(mentions) if name.lower() == bot]
@@ -553,29 +798,16 @@ def parse(
     if replied_to is not None and replied_to.lower() == bot:
         return _NOT_A_COMMAND
 
-    examined = -1  # a bot mention inside a run already judged would be judged the same
-    for k in bot_at:
-        if k <= examined:
-            continue
-        run = _explicit_run(text, mentions, k)
-        if not run:
-            continue
-        examined = run[-1]
-        # Inside a reply's leading run the handles may be the thread's automatic prefix.
-        strict = replied_to is not None and k < lead
-        after = _skip(text, mentions[run[-1]][2])
-        judged = _judge(text, after, rules, strict)
-        if isinstance(judged, _Chatter):
-            continue
-        names = [mentions[j][0] for j in run]
-        return _tip(*_recipients(names, bot, author), judged, is_reply=False)
-
-    if replied_to is not None and lead and mentions[lead - 1][0].lower() == bot:
-        judged = _judge(text, _skip(text, mentions[lead - 1][2]), rules, strict=True)
-        if isinstance(judged, _Chatter):
-            return _NOT_A_COMMAND
-        return _tip(*_recipients([replied_to], bot, author), judged, is_reply=True)
-    return _NOT_A_COMMAND
+    names = (bot, author, replied_to)
+    if shown is not None:
+        # Only what the author typed: the thread's prefix before the range is context.
+        typed = [m for m in mentions if m[1] >= shown[0]]
+        typed_lead = _leading_run(text, typed, shown[0]) if replied_to is not None else 0
+        typed_bot = [i for i, (name, _s, _e) in enumerate(typed) if name.lower() == bot]
+        return _tip_rules(text, typed, typed_bot, typed_lead, names, rules, strict_lead=False)
+    if replied_to is not None and not _asks_for_money(text, mentions[lead - 1][2] if lead else 0):
+        return _NOT_A_COMMAND
+    return _tip_rules(text, mentions, bot_at, lead, names, rules, strict_lead=True)
 
 
 def parse_amount(text: str, rules: AmountRules = _DEFAULT_RULES) -> Money | Rejection:

@@ -57,7 +57,7 @@ class ReplyContext:
     recipients: tuple[str, ...] = ()
     amount: Money | None = None
     available: Money | None = None
-    needed: Money | None = None
+    needed: Money | None = None  # what the whole tweet needed (every recipient's amount)
     min_tip: Money | None = None
     max_tip: Money | None = None
     currency: str = "EUR"
@@ -205,10 +205,20 @@ def already_flattred(ctx: ReplyContext) -> str | None:
 
 
 def insufficient_funds(ctx: ReplyContext) -> str | None:
+    """What the whole tweet needed (``needed``) against what is ``available``.
+
+    A tweet to several recipients applies to all of them or to none, so the need stated
+    is the tweet's: ``amount`` each times the recipients.
+    """
+    names = [name for name in map(_handle, ctx.recipients) if name]
+    if ctx.amount is not None and len(names) > 1:
+        what = f"tipping {_names(ctx.recipients)} {ctx.amount} each"
+    else:
+        what = "that tip"
     if ctx.available is not None and ctx.needed is not None:
-        body = f"you have {ctx.available} available; that tip needs {ctx.needed}."
+        body = f"you have {ctx.available} available; {what} needs {ctx.needed}."
     elif ctx.needed is not None:
-        body = f"you don't have enough available; that tip needs {ctx.needed}."
+        body = f"you don't have enough available; {what} needs {ctx.needed}."
     else:
         body = "you don't have enough available for that tip."
     return _finish(_handle(ctx.author_handle), body + " Nothing was sent.")
@@ -255,7 +265,8 @@ def bad_amount(ctx: ReplyContext) -> str | None:
     what = _quote(ctx.detail) or "that"
     return _finish(
         _handle(ctx.author_handle),
-        f"I couldn't read {what} as an amount, so nothing was sent. Write it like {one} or {two}.",
+        f"I couldn't read {what} as an amount, so nothing was sent. Write it right after "
+        f"the names, like {one} or {two}, or write no number for a flattr.",
     )
 
 

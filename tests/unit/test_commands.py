@@ -114,7 +114,8 @@ TABLE: list[tuple[str, dict[str, Any], Command]] = [
     ("@flattr @flattr", {}, no(Outcome.bot_tip, "@flattr")),
     ("@flattr @Flattr €1", {}, no(Outcome.bot_tip, "@Flattr")),
     # reply tips
-    ("@carol @flattr", REPLY_TO_CAROL, reply_tip("carol")),
+    # without a display range a reply must ask for money: "@carol @flattr" is the thread
+    ("@carol @flattr", REPLY_TO_CAROL, NOTHING),
     ("@carol @flattr €0.50", REPLY_TO_CAROL, reply_tip("carol", "0.50")),
     ("@carol @flattr tip", REPLY_TO_CAROL, reply_tip("carol")),
     ("@carol @flattr flattr!", REPLY_TO_CAROL, reply_tip("carol")),
@@ -123,9 +124,10 @@ TABLE: list[tuple[str, dict[str, Any], Command]] = [
     ("@carol @flattr tip €2 for this", REPLY_TO_CAROL, reply_tip("carol", "2")),
     ("@carol @flattr $1", REPLY_TO_CAROL, no(Outcome.wrong_currency, "$1")),
     ("@carol @flattr €500", REPLY_TO_CAROL, no(Outcome.too_large, "€500")),
-    ("@alice @flattr", ALICE_TO_HERSELF, no(Outcome.self_tip, "@alice")),
+    ("@alice @flattr tip", ALICE_TO_HERSELF, no(Outcome.self_tip, "@alice")),
     ("@alice @flattr @bob €1", {"in_reply_to_username": "alice"}, tip("bob", amount="1")),
-    ("@alice @flattr @bob", {"in_reply_to_username": "alice"}, tip("bob")),
+    ("@alice @flattr @bob", {"in_reply_to_username": "alice"}, NOTHING),
+    ("@alice @flattr @bob tip", {"in_reply_to_username": "alice"}, tip("bob")),
     # control commands
     ("@flattr help", {}, HELP),
     ("@flattr HELP?", {}, HELP),
@@ -183,6 +185,217 @@ def test_the_tip_language_reads_each_tweet_as_a_user_would(
     text: str, context: dict[str, Any], expected: Command
 ) -> None:
     assert parse(text, bot_username="flattr", **context) == expected
+
+
+def test_a_display_range_over_the_whole_tweet_changes_nothing_outside_replies() -> None:
+    for text, context, expected in TABLE:
+        if "in_reply_to_username" in context:
+            continue
+        whole = (0, len(text))
+        assert parse(text, bot_username="flattr", display_range=whole, **context) == expected
+
+
+def typed(prefix: str, words: str, **context: Any) -> tuple[str, dict[str, Any]]:
+    """A reply as X sends it: the thread's ``prefix``, then the ``words`` the author typed.
+
+    ``display_text_range`` starts after the prefix (code points, as Python indexes).
+    """
+    text = prefix + words
+    return text, {**context, "display_range": (len(prefix), len(text))}
+
+
+def absent(text_and_context: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The same tweet without ``display_text_range`` (Mastodon, or X leaving it out)."""
+    text, context = text_and_context
+    return text, {k: v for k, v in context.items() if k != "display_range"}
+
+
+BOB_UNDER_ALICE = {"in_reply_to_username": "alice", "author_username": "bob"}
+CAROL_UNDER_ALICE = {"in_reply_to_username": "alice", "author_username": "carol"}
+
+# Issue 14, case 1: the thread's mentions are context. (tweet with display range, what it
+# reads as, what it reads as when X sends no display range).
+THREADS: list[tuple[tuple[str, dict[str, Any]], Command, Command]] = [
+    # Bob answers "🙏" under Alice's "@flattr @bob €2"; X prefills "@alice @flattr".
+    (typed("@alice @flattr ", "🙏", **BOB_UNDER_ALICE), NOTHING, NOTHING),
+    # Carol's "🎉" in the same thread.
+    (typed("@alice @flattr @bob ", "🎉", **CAROL_UNDER_ALICE), NOTHING, NOTHING),
+    (typed("@alice @flattr @bob ", "nice!", **CAROL_UNDER_ALICE), NOTHING, NOTHING),
+    (typed("@alice @flattr @bob ", "", **CAROL_UNDER_ALICE), NOTHING, NOTHING),
+    # An amount typed under a prefix that names the bot: on X the bot was not typed.
+    (typed("@alice @flattr ", "€2", **BOB_UNDER_ALICE), NOTHING, reply_tip("alice", "2")),
+    (typed("@alice @flattr @bob ", "€1", **CAROL_UNDER_ALICE), NOTHING, tip("bob", amount="1")),
+    # The bot typed by the author: a reply tip to the author replied to.
+    (typed("@alice ", "@flattr", **CAROL_UNDER_ALICE), reply_tip("alice"), NOTHING),
+    (typed("@alice ", "@flattr 🙏", **CAROL_UNDER_ALICE), reply_tip("alice"), NOTHING),
+    (
+        typed("@alice ", "@flattr €2", **CAROL_UNDER_ALICE),
+        reply_tip("alice", "2"),
+        reply_tip("alice", "2"),
+    ),
+    (typed("@alice ", "@flattr tip", **CAROL_UNDER_ALICE), reply_tip("alice"), reply_tip("alice")),
+    (typed("@alice ", "@flattr what happened???", **CAROL_UNDER_ALICE), NOTHING, NOTHING),
+    (
+        typed("@alice ", "@flattr", in_reply_to_username="alice", author_username="alice"),
+        no(Outcome.self_tip, "@alice"),
+        NOTHING,
+    ),
+    # An explicit tip typed in a reply is the author's own words, note and all.
+    (typed("@alice ", "@flattr @bob 🎉", **CAROL_UNDER_ALICE), tip("bob"), NOTHING),
+    (typed("@alice ", "@flattr @bob nice!", **CAROL_UNDER_ALICE), tip("bob"), NOTHING),
+    (
+        typed("@alice ", "@flattr @bob €2", **CAROL_UNDER_ALICE),
+        tip("bob", amount="2"),
+        tip("bob", amount="2"),
+    ),
+    (typed("@alice ", "@flattr @bob tip", **CAROL_UNDER_ALICE), tip("bob"), tip("bob")),
+    (
+        typed("@alice @dave ", "thanks @flattr @bob €2", **CAROL_UNDER_ALICE),
+        tip("bob", amount="2"),
+        tip("bob", amount="2"),
+    ),
+    # Commands answer the bot's notice: "stop" typed under the prefix "@flattr @alice".
+    (typed("@flattr @alice ", "stop", in_reply_to_username="flattr"), STOP, STOP),
+    (typed("@alice @flattr ", "help", **BOB_UNDER_ALICE), HELP, HELP),
+    # A reply to the bot's own tweet never tips.
+    (typed("@flattr ", "@flattr @bob €2", in_reply_to_username="flattr"), NOTHING, NOTHING),
+]
+
+
+@pytest.mark.parametrize(
+    ("tweet", "with_range", "without_range"),
+    THREADS,
+    ids=[f"{i:02d}:{t[0][:40]!r}" for i, (t, _w, _o) in enumerate(THREADS)],
+)
+def test_only_the_words_the_author_typed_are_a_command(
+    tweet: tuple[str, dict[str, Any]], with_range: Command, without_range: Command
+) -> None:
+    text, context = tweet
+    assert parse(text, bot_username="flattr", **context) == with_range
+    text, context = absent(tweet)
+    assert parse(text, bot_username="flattr", **context) == without_range
+
+
+BAD = Outcome.bad_amount
+# Issue 14, cases 2 and 3: what follows the recipients, and how it must read. Never a flattr.
+NEVER_GUESSED: list[tuple[str, Rejection]] = [
+    ("€abc", no(BAD, "€abc")),
+    ("€two", no(BAD, "€two")),
+    ("€ two", no(BAD, "€ two")),
+    ("~€2", no(BAD, "~€2")),
+    ("US$2", no(Outcome.wrong_currency, "US$2")),
+    ("~$2", no(Outcome.wrong_currency, "~$2")),
+    ("C$5", no(Outcome.wrong_currency, "C$5")),
+    ("€\u200b2", no(BAD, "€\u200b2")),
+    ("€2\u200b50", no(BAD, "€2\u200b50")),
+    ("❤️ €2", no(BAD, "€2")),
+    ("thanks! €2", no(BAD, "€2")),
+    ("€1 000", no(BAD, "€1 000")),
+    ("€ 1 000", no(BAD, "€ 1 000")),
+    ("EUR 1 000", no(BAD, "EUR 1 000")),
+    ("€1 000,00", no(BAD, "€1 000,00")),
+    ("€2 50", no(BAD, "€2 50")),
+    ("1 000 €", no(BAD, "1 000 €")),
+    ("€1\u00a0000", no(BAD, "€1\u00a0000")),
+    ("€2/3", no(BAD, "€2/3")),
+    ("€2 and €3 for carol", no(BAD, "€3")),
+    ("2\ufe0f\u20e3", no(BAD, "2\ufe0f\u20e3")),
+    ("EUR", no(BAD, "EUR")),
+    ("thanks for episode 2", no(BAD, "2")),
+    ("x2", no(BAD, "x2")),
+]
+
+
+def _as_sent(words: str, shape: str) -> tuple[str, dict[str, Any]]:
+    if shape == "tweet":
+        return "@flattr @bob " + words, {}
+    if shape == "tweet, display range":
+        text = "@flattr @bob " + words
+        return text, {"display_range": (0, len(text))}
+    return typed("@alice ", "@flattr @bob " + words, in_reply_to_username="alice")
+
+
+@pytest.mark.parametrize("shape", ["tweet", "tweet, display range", "reply, display range"])
+@pytest.mark.parametrize(
+    ("words", "expected"), NEVER_GUESSED, ids=[repr(w) for w, _e in NEVER_GUESSED]
+)
+def test_an_amount_that_does_not_read_exactly_is_refused_never_guessed(
+    words: str, expected: Rejection, shape: str
+) -> None:
+    text, context = _as_sent(words, shape)
+    assert parse(text, bot_username="flattr", **context) == expected
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        # In a reply without display range the leading run may be the thread: a marked
+        # amount is still refused, anything less is chatter. Either way nothing moves.
+        ("€abc", no(BAD, "€abc")),
+        ("US$2", no(Outcome.wrong_currency, "US$2")),
+        ("€1 000", no(BAD, "€1 000")),
+        ("€2 50", no(BAD, "€2 50")),
+        ("❤️ €2", NOTHING),
+        ("2 reasons this is wrong", NOTHING),
+    ],
+)
+def test_a_reply_without_display_range_refuses_or_ignores_a_bad_amount(
+    words: str, expected: Command
+) -> None:
+    text = "@alice @flattr @bob " + words
+    assert parse(text, bot_username="flattr", in_reply_to_username="alice") == expected
+
+
+@pytest.mark.parametrize("display_range", [None, "whole"])
+def test_a_tip_to_several_recipients_reads_as_one_tip_for_each(display_range: str | None) -> None:
+    text = "@flattr @c0 @c1 @c2 €2"
+    shown = (0, len(text)) if display_range else None
+    assert parse(text, bot_username="flattr", display_range=shown) == tip(
+        "c0", "c1", "c2", amount="2"
+    )
+
+
+PHOTO = "https://t.co/ph0t0"
+QUOTE = "https://t.co/qu0te"
+
+
+@pytest.mark.parametrize(
+    ("text", "attachments", "expected"),
+    [
+        (f"@flattr @bob €2 {PHOTO}", {PHOTO}, tip("bob", amount="2")),
+        (f"@flattr @bob €2 {QUOTE}", {QUOTE}, tip("bob", amount="2")),
+        (f"@flattr @bob {PHOTO}", {PHOTO}, tip("bob")),
+        (f"@flattr @bob thanks! {PHOTO} {QUOTE}", {PHOTO, QUOTE}, tip("bob")),
+        # Any other link keeps the rule: a link is conversation.
+        (f"@flattr @bob €2 {PHOTO}", set(), NOTHING),
+        ("@flattr @bob €2 https://t.co/other", {PHOTO}, NOTHING),
+        (f"@flattr @bob {PHOTO} €2", {PHOTO}, NOTHING),
+        (f"@flattr @bob €2 x{PHOTO}", {PHOTO}, NOTHING),
+    ],
+)
+def test_a_tip_with_a_photo_or_a_quote_works(
+    text: str, attachments: set[str], expected: Command
+) -> None:
+    assert parse(text, bot_username="flattr", attachment_urls=attachments) == expected
+    shown = (0, len(text))
+    assert (
+        parse(text, bot_username="flattr", attachment_urls=attachments, display_range=shown)
+        == expected
+    )
+
+
+def test_x_leaves_the_media_link_out_of_the_display_range() -> None:
+    text = f"@alice @flattr @bob €2 {PHOTO}"
+    shown = (len("@alice "), len(text) - len(PHOTO) - 1)
+    assert parse(
+        text, bot_username="flattr", in_reply_to_username="alice", display_range=shown
+    ) == tip("bob", amount="2")
+
+
+@pytest.mark.parametrize("display_range", [(5, 2), (-1, 4), (0, "9"), (True, 3), "0,3", (1,)])
+def test_an_unusable_display_range_is_read_as_none(display_range: Any) -> None:
+    text = "@flattr @bob €2"
+    assert parse(text, bot_username="flattr", display_range=display_range) == tip("bob", amount="2")
 
 
 def test_the_table_covers_every_outcome_the_parser_can_produce() -> None:

@@ -83,8 +83,19 @@ def test_every_reply_is_postable_and_mentions_only_the_author(
 
 
 def test_a_supporter_short_of_funds_is_told_what_they_have_and_what_the_tip_needs() -> None:
-    assert reply_for(Outcome.insufficient_funds, FULL) == (
+    one = ReplyContext("alice", ("bob",), Money(200), available=Money(120), needed=Money(200))
+    assert reply_for(Outcome.insufficient_funds, one) == (
         "@alice you have €1.20 available; that tip needs €2.00. Nothing was sent."
+    )
+
+
+def test_a_tip_to_several_recipients_states_what_the_whole_tweet_needed() -> None:
+    three = ReplyContext(
+        "alice", ("c0", "c1", "@c2"), Money(200), available=Money(500), needed=Money(600)
+    )
+    assert reply_for(Outcome.insufficient_funds, three) == (
+        "@alice you have €5.00 available; tipping c0, c1 and c2 €2.00 each needs €6.00. "
+        "Nothing was sent."
     )
 
 
