@@ -56,7 +56,9 @@ from bot.commands import (
 from bot.config import Settings
 from bot.outbox import opt_out, queue_reply
 from bot.platforms import (
+    BackfillsMentions,
     Mention,
+    MentionsPage,
     PermanentError,
     Platform,
     PlatformError,
@@ -130,6 +132,8 @@ class PollResult:
     rate_limited_until: datetime | None = None
     error: str | None = None
     interrupted: bool = False  # stopped early because the worker is shutting down
+    backfilled: int = 0  # read through search after the mentions window was overrun
+    missed_window: int = 0  # 1 when mentions older than search's reach could not be read
 
     @property
     def ok(self) -> bool:
@@ -150,6 +154,8 @@ class PollResult:
             "rate_limited_until": self.rate_limited_until,
             "error": self.error,
             "interrupted": self.interrupted,
+            "backfilled": self.backfilled,
+            "missed_window": self.missed_window,
         }
 
 
@@ -463,14 +469,39 @@ def _bot_handle(platform: Platform, settings: Settings) -> str:
     return platform.bot_handle or (settings.x_bot_username if platform.name == "x" else "")
 
 
+_WITHOUT_DISPLAY_RANGE: set[str] = set()  # platforms whose replies came without one (logged)
+
+
 def _parse(bot_handle: str, rules: AmountRules, mention: Mention) -> Command:
+    if mention.display_range is None and mention.in_reply_to_user_id is not None:
+        if mention.platform not in _WITHOUT_DISPLAY_RANGE:
+            _WITHOUT_DISPLAY_RANGE.add(mention.platform)
+            log.info(
+                "replies on %s come without a display range: a reply is a tip only when its "
+                "words after the leading mentions hold an amount or tip/flattr",
+                mention.platform,
+            )
     return parse(
         mention.text,
         bot_username=bot_handle,
         in_reply_to_username=mention.in_reply_to_handle,
         author_username=mention.author_handle,
         rules=rules,
+        display_range=mention.display_range,
+        attachment_urls=mention.attachment_urls,
     )
+
+
+def _latest_versions(ordered: list[Mention]) -> list[Mention]:
+    """One version per tweet, oldest first: when a tweet and its edits arrive in the same
+    poll, the latest version (the newest id of its edit history) decides."""
+    latest: dict[str, Mention] = {}
+    for mention in ordered:  # oldest first, so a later version replaces an earlier one
+        latest[mention.original_id] = mention
+    if len(latest) == len(ordered):
+        return ordered
+    kept = {m.id for m in latest.values()}
+    return [m for m in ordered if m.id in kept]
 
 
 def _wanted_names(
@@ -501,6 +532,86 @@ def _rate_limited(
     return result
 
 
+@dataclass
+class _Read:
+    """What one run read from the platform: mentions by id, users by casefolded handle."""
+
+    collected: dict[str, Mention] = field(default_factory=dict)
+    users: dict[str, PlatformUser] = field(default_factory=dict)
+    exhausted: bool = False  # the platform said it has no more pages
+
+    def add(self, page: MentionsPage) -> None:
+        self.collected.update((m.id, m) for m in page.mentions)
+        self.users.update((u.handle.casefold(), u) for u in page.users.values())
+
+
+def _read_mentions(
+    platform: Platform, cursor: str | None, page_size: int, result: PollResult, read: _Read
+) -> None:
+    token: str | None = None
+    while True:
+        page = platform.mentions(since_id=cursor, pagination_token=token, max_results=page_size)
+        result.pages += 1
+        read.add(page)
+        if not page.next_token or page.next_token == token:
+            read.exhausted = True
+            return
+        if result.pages >= MAX_PAGES:
+            return
+        token = page.next_token
+
+
+def _window_overrun(platform: Platform, read: _Read) -> bool:
+    """Whether older mentions than the ones read may lie beyond the platform's window.
+
+    X serves only its newest 800 mentions and then says it has no more: a full window
+    with no further page means the cursor may be older than the window's oldest mention.
+    """
+    if not isinstance(platform, BackfillsMentions) or not read.exhausted:
+        return False
+    return len(read.collected) >= platform.mentions_window
+
+
+def _backfill(
+    platform: Platform, cursor: str, result: PollResult, read: _Read, now: datetime
+) -> None:
+    """Read through search what fell out of the mentions window, back to the cursor.
+
+    The mentions found go through the same exactly-once path as the window's. What is
+    older than search's reach cannot be read: that is logged at ERROR and counted.
+    """
+    assert isinstance(platform, BackfillsMentions)
+    oldest = min(read.collected, key=int)
+    token: str | None = None
+    for _ in range(MAX_PAGES):
+        page = platform.search_mentions(since_id=cursor, until_id=oldest, pagination_token=token)
+        result.pages += 1
+        result.backfilled += sum(1 for m in page.mentions if m.id not in read.collected)
+        read.add(page)
+        if not page.next_token or page.next_token == token:
+            break
+        token = page.next_token
+    reach = platform.search_reach
+    cursor_at = platform.posted_at(cursor)
+    if cursor_at is not None and cursor_at < now - reach:
+        result.missed_window = 1
+        log.error(
+            "%s mentions posted between %s and %s were never read: more than %d mentions "
+            "arrived while polling was down, and search reaches back only %s; tips in them "
+            "were not applied",
+            platform.name,
+            cursor_at.isoformat(),
+            (now - reach).isoformat(),
+            platform.mentions_window,
+            reach,
+        )
+    log.warning(
+        "%s mentions window overrun: %d older mentions read through search",
+        platform.name,
+        result.backfilled,
+    )
+
+
 def poll_once(
     engine: Engine,
     platform: Platform,
@@ -524,18 +635,11 @@ def poll_once(
         result.rate_limited_until = resume_at
         return result
 
-    collected: dict[str, Mention] = {}
-    users: dict[str, PlatformUser] = {}
-    token: str | None = None
+    fetched = _Read()
     try:
-        while True:
-            page = platform.mentions(since_id=cursor, pagination_token=token, max_results=page_size)
-            result.pages += 1
-            collected.update((m.id, m) for m in page.mentions)
-            users.update((u.handle.casefold(), u) for u in page.users.values())
-            if not page.next_token or page.next_token == token or result.pages >= MAX_PAGES:
-                break
-            token = page.next_token
+        _read_mentions(platform, cursor, page_size, result, fetched)
+        if cursor is not None and _window_overrun(platform, fetched):
+            _backfill(platform, cursor, result, fetched, now)
     except RateLimited as exc:
         # The pages read so far are the newest ones: applying them would skip older ones.
         return _rate_limited(engine, name, result, exc, now)
@@ -544,10 +648,14 @@ def poll_once(
         log.warning("reading mentions failed, the next run retries: %s", exc)
         return result
 
-    ordered = sorted(collected.values(), key=lambda m: int(m.id))
+    users = fetched.users
+    ordered = sorted(fetched.collected.values(), key=lambda m: int(m.id))
     result.mentions_seen = len(ordered)
     if not ordered:
         return result
+    latest = _latest_versions(ordered)
+    result.already_processed += len(ordered) - len(latest)  # earlier versions of an edit
+    ordered = latest
 
     done = _already_done(engine, sorted({m.original_id for m in ordered}))
     todo = [m for m in ordered if m.original_id not in done]

@@ -2,6 +2,7 @@
 package per platform (`bot.platforms.x`). Only an adapter imports its platform's client."""
 
 from bot.platforms.port import (
+    BackfillsMentions,
     DuplicateContent,
     Mention,
     MentionsPage,
@@ -18,6 +19,7 @@ from bot.platforms.port import (
 )
 
 __all__ = [
+    "BackfillsMentions",
     "DuplicateContent",
     "Mention",
     "MentionsPage",

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "BackfillsMentions",
     "DuplicateContent",
     "Mention",
     "MentionsPage",
@@ -212,6 +213,38 @@ class Platform(Protocol):
 
     def send_dm(self, user_id: str, text: str) -> str:
         """Send a direct message to `user_id`; the message's id."""
+        ...
+
+
+@runtime_checkable
+class BackfillsMentions(Protocol):
+    """A platform whose mentions timeline holds only the newest `mentions_window` posts,
+    and which can search further back (X: 800 mentions, then 7 days of recent search).
+
+    The listener uses it so that a long outage loses no tip silently.
+    """
+
+    @property
+    def mentions_window(self) -> int: ...
+
+    @property
+    def search_reach(self) -> timedelta:
+        """How far back `search_mentions` reaches."""
+        ...
+
+    def posted_at(self, post_id: str) -> datetime | None:
+        """When the post `post_id` was made, read from its id (None if it cannot say)."""
+        ...
+
+    def search_mentions(
+        self,
+        *,
+        since_id: str,
+        until_id: str | None = None,
+        pagination_token: str | None = None,
+        max_results: int = 100,
+    ) -> MentionsPage:
+        """One page (newest first) of the bot's mentions with since_id < id < until_id."""
         ...
 
 

@@ -109,8 +109,15 @@ def tweet(
     retweet_of: str | None = None,
     quote_of: str | None = None,
     mention_ids: Mapping[str, str] | None = None,
+    display_text_range: tuple[int, int] | None = None,
+    urls: Sequence[Json] = (),
+    media_keys: Sequence[str] = (),
 ) -> Json:
-    """A tweet object with every field the bot asks for (see x.api.MENTION_TWEET_FIELDS)."""
+    """A tweet object with every field the bot asks for (see x.api.MENTION_TWEET_FIELDS).
+
+    `display_text_range` is left out unless given (X sends it when asked; tests of the
+    fallback leave it out); `urls` are `entities.urls[]`, `media_keys` the attachments.
+    """
     body: Json = {
         "id": id,
         "text": text,
@@ -120,8 +127,16 @@ def tweet(
         "edit_history_tweet_ids": list(edit_history or [id]),
     }
     entities = mention_entities(text, mention_ids)
+    if entities or urls:
+        body["entities"] = {}
     if entities:
-        body["entities"] = {"mentions": entities}
+        body["entities"]["mentions"] = entities
+    if urls:
+        body["entities"]["urls"] = list(urls)
+    if media_keys:
+        body["attachments"] = {"media_keys": list(media_keys)}
+    if display_text_range is not None:
+        body["display_text_range"] = list(display_text_range)
     if in_reply_to_user_id is not None:
         body["in_reply_to_user_id"] = in_reply_to_user_id
     references = []
@@ -325,17 +340,51 @@ class Timeline:
         retweet: bool = False,
         edit_of: Json | None = None,
         created_at: datetime | None = None,
+        prefilled: str | None = None,
+        photo: bool = False,
+        quote: Json | None = None,
     ) -> Json:
-        """A tweet mentioning someone; handles of known users carry their ids."""
+        """A tweet mentioning someone; handles of known users carry their ids.
+
+        `prefilled`: the mentions X put before the author's words in a reply (the tweet
+        then carries `display_text_range`, as X sends it). `photo` / `quote` append the
+        t.co link X adds for an attached photo or a quoted tweet, with its entity.
+        """
         if created_at is None:
             self.now += self.step
             created_at = self.now
         tweet_id = snowflake(created_at, next(self._sequence))
         replied_to = self._user(in_reply_to) if in_reply_to is not None else None
         history = [*edit_of["edit_history_tweet_ids"], tweet_id] if edit_of else None
+        shown: tuple[int, int] | None = None
+        if prefilled is not None:
+            text = prefilled + text
+            shown = (len(prefilled), len(text))
+        urls: list[Json] = []
+        author_name = self._user(author)["username"]
+        for kind, target in (("photo", photo), ("quote", quote)):
+            if not target:
+                continue
+            link = f"https://t.co/{kind}{tweet_id[-6:]}"
+            if isinstance(target, dict):
+                expanded = f"https://twitter.com/someone/status/{target['id']}"
+            else:
+                expanded = f"https://twitter.com/{author_name}/status/{tweet_id}/photo/1"
+            text = f"{text} {link}"
+            entity: Json = {"start": len(text) - len(link), "end": len(text), "url": link}
+            entity.update({"expanded_url": expanded, "display_url": expanded[8:30] + "…"})
+            if kind == "photo":
+                entity["media_key"] = f"3_{tweet_id}"
+            urls.append(entity)
+        if shown is not None and urls:
+            shown = (shown[0], urls[0]["start"] - 1)  # X ends the display before the links
         return tweet(
             id=tweet_id,
             text=text,
+            display_text_range=shown,
+            urls=urls,
+            media_keys=[f"3_{tweet_id}"] if photo else (),
+            quote_of=quote["id"] if quote else None,
             author_id=self._user(author)["id"],
             created_at=created_at,
             in_reply_to_user_id=replied_to["id"] if replied_to else None,

@@ -48,13 +48,16 @@ __all__ = [
     "ENDPOINT_CREATE_TWEET",
     "ENDPOINT_ME",
     "ENDPOINT_MENTIONS",
+    "ENDPOINT_SEARCH_RECENT",
     "ENDPOINT_SEND_DM",
     "ENDPOINT_USER",
     "ENDPOINT_USERS_BY",
     "MAX_MENTIONS_PER_PAGE",
     "MAX_USERNAMES_PER_LOOKUP",
+    "MENTIONS_WINDOW",
     "MIN_MENTIONS_PER_PAGE",
     "PLATFORM",
+    "SEARCH_WINDOW",
     "BaseUrlAdapter",
     "RateLimit",
     "TweepyXApi",
@@ -69,6 +72,7 @@ DEFAULT_BASE_URL = "https://api.twitter.com"
 
 # Keys of `XApi.rate_limits`: one per endpoint template, as X meters them.
 ENDPOINT_MENTIONS = "GET /2/users/:id/mentions"
+ENDPOINT_SEARCH_RECENT = "GET /2/tweets/search/recent"
 ENDPOINT_USERS_BY = "GET /2/users/by"
 ENDPOINT_USER = "GET /2/users/:id"
 ENDPOINT_ME = "GET /2/users/me"
@@ -78,6 +82,10 @@ ENDPOINT_SEND_DM = "POST /2/dm_conversations/with/:participant_id/messages"
 MIN_MENTIONS_PER_PAGE = 5
 MAX_MENTIONS_PER_PAGE = 100
 MAX_USERNAMES_PER_LOOKUP = 100
+# X serves only the newest 800 mentions of an account; recent search reaches 7 days back.
+MENTIONS_WINDOW = 800
+SEARCH_WINDOW = timedelta(days=7)
+MIN_SEARCH_RESULTS = 10
 
 MENTION_EXPANSIONS = (
     "author_id",
@@ -93,6 +101,10 @@ MENTION_TWEET_FIELDS = (
     "referenced_tweets",
     "edit_history_tweet_ids",
     "conversation_id",
+    # Where the author's own words start (after a reply's prefilled mentions) and end
+    # (before a media link), and what is attached: see bot.commands.parse.
+    "display_text_range",
+    "attachments",
 )
 USER_FIELDS = ("username", "name", "protected")
 
@@ -239,6 +251,7 @@ def _parse_mention(
     is_retweet = any(
         ref.get("type") == "retweeted" for ref in _list_of_dicts(tweet, "referenced_tweets")
     )
+    display_range = _display_range(tweet)
 
     mentioned: dict[str, str] = {}
     for entity in _list_of_dicts(_dict(tweet, "entities"), "mentions"):
@@ -250,6 +263,7 @@ def _parse_mention(
         if isinstance(user_id, str) and user_id:
             mentioned.setdefault(key, user_id)
 
+    references = _list_of_dicts(tweet, "referenced_tweets")
     author = users.get(author_id)
     in_reply_to_user_id = _opt_str(tweet, "in_reply_to_user_id")
     replied_to = users.get(in_reply_to_user_id) if in_reply_to_user_id else None
@@ -266,11 +280,63 @@ def _parse_mention(
         is_repost=is_retweet,
         conversation_id=_opt_str(tweet, "conversation_id"),
         mentioned_ids=mentioned,
+        display_range=display_range,
+        attachment_urls=_attachment_urls(tweet, tweet_id, references),
     )
 
 
+def _display_range(tweet: Mapping[str, Any]) -> tuple[int, int] | None:
+    """`display_text_range` as (start, end) code points; None when X left it out."""
+    value = tweet.get("display_text_range")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(type(i) is int and i >= 0 for i in value)
+        or value[0] > value[1]
+    ):
+        raise _Malformed("display_text_range is not [start, end]")
+    return value[0], value[1]
+
+
+_STATUS_URL = re.compile(r"https?://(?:www\.|mobile\.)?(?:twitter|x)\.com/[^/]+/status/([0-9]+)")
+
+
+def _attachment_urls(
+    tweet: Mapping[str, Any], tweet_id: str, references: Sequence[Mapping[str, Any]]
+) -> frozenset[str]:
+    """The t.co links of `entities.urls` that stand for the tweet's own media or quote.
+
+    X appends one link for attached photos/videos (its entity carries a `media_key`, or
+    points at this tweet's own `/photo/` or `/video/` page) and one for a quoted tweet
+    (it points at the quoted tweet's status page).
+    """
+    quoted = {str(ref.get("id")) for ref in references if ref.get("type") == "quoted"}
+    media = tweet.get("attachments")
+    media_keys = set(media.get("media_keys") or []) if isinstance(media, dict) else set()
+    found: set[str] = set()
+    for entity in _list_of_dicts(_dict(tweet, "entities"), "urls"):
+        url = entity.get("url")
+        if not isinstance(url, str) or not url:
+            continue
+        expanded = entity.get("expanded_url")
+        status = _STATUS_URL.match(expanded) if isinstance(expanded, str) else None
+        own_media = status is not None and status.group(1) == tweet_id
+        if (
+            (
+                entity.get("media_key") is not None
+                and (not media_keys or entity.get("media_key") in media_keys)
+            )
+            or own_media
+            or (status is not None and status.group(1) in quoted)
+        ):
+            found.add(url)
+    return frozenset(found)
+
+
 def parse_mentions_page(body: Mapping[str, Any]) -> MentionsPage:
-    """Read a `GET /2/users/:id/mentions` body; raises `_Malformed` on a wrong shape."""
+    """Read a `GET /2/users/:id/mentions` (or recent search) body; raises `_Malformed`."""
     includes = _dict(body, "includes")
     users = {user.user_id: user for user in map(_parse_user, _list_of_dicts(includes, "users"))}
     # Built once per page: a page of 100 mentions would otherwise rebuild it 100 times.
@@ -504,6 +570,50 @@ class TweepyXApi:
             lambda: self._client.get_users_mentions(self.bot_user_id, user_auth=False, **params),
         )
         return self._read(ENDPOINT_MENTIONS, parse_mentions_page, body)
+
+    @property
+    def mentions_window(self) -> int:
+        """How many of the newest mentions X serves; older ones only search can reach."""
+        return MENTIONS_WINDOW
+
+    @property
+    def search_reach(self) -> timedelta:
+        return SEARCH_WINDOW
+
+    def posted_at(self, post_id: str) -> datetime | None:
+        return snowflake_time(post_id) if _NUMERIC_ID.fullmatch(post_id) else None
+
+    def search_mentions(
+        self,
+        *,
+        since_id: str,
+        until_id: str | None = None,
+        pagination_token: str | None = None,
+        max_results: int = 100,
+    ) -> MentionsPage:
+        """One page (newest first) of `GET /2/tweets/search/recent` for the bot's mentions.
+
+        The backfill of mentions that fell out of the mentions window: the last 7 days.
+        """
+        if not self.bot_handle:
+            raise PermanentError("the bot's handle is unknown", endpoint=ENDPOINT_SEARCH_RECENT)
+        params: dict[str, Any] = {
+            "max_results": max(MIN_SEARCH_RESULTS, clamp_max_results(max_results)),
+            "expansions": list(MENTION_EXPANSIONS),
+            "tweet_fields": list(MENTION_TWEET_FIELDS),
+            "user_fields": list(USER_FIELDS),
+            "since_id": _require_id(since_id, "since_id"),
+        }
+        if until_id is not None:
+            params["until_id"] = _require_id(until_id, "until_id")
+        if pagination_token is not None:
+            params["next_token"] = pagination_token
+        query = f"@{self.bot_handle.lstrip('@')} -is:retweet"
+        body = self._call(
+            ENDPOINT_SEARCH_RECENT,
+            lambda: self._client.search_recent_tweets(query, user_auth=False, **params),
+        )
+        return self._read(ENDPOINT_SEARCH_RECENT, parse_mentions_page, body)
 
     def lookup_users(self, handles: Sequence[str]) -> dict[str, PlatformUser]:
         wanted: dict[str, str] = {}

@@ -96,6 +96,14 @@ MENTIONS_PARAMS = frozenset(
         *_OTHER_FIELDS,
     ]
 )
+SEARCH_PARAMS = (MENTIONS_PARAMS - {"pagination_token"}) | {
+    "query",
+    "next_token",
+    "pagination_token",
+    "sort_order",
+}
+# The one query the sandbox's recent search understands: a handle's mentions.
+_SEARCH_QUERY_RE = re.compile(r"^@([A-Za-z0-9_]{1,15})(?: -is:retweet)?$")
 USER_PARAMS = frozenset(["user.fields", "expansions", "tweet.fields"])
 POST_KEYS = frozenset(
     "card_uri community_id direct_message_deep_link edit_options for_super_followers_only geo "
@@ -270,6 +278,9 @@ def tweet_json(tweet: Tweet, fields: Iterable[str] = ()) -> dict[str, object]:
         body["created_at"] = _timestamp(tweet.created_at)
     if "conversation_id" in wanted:
         body["conversation_id"] = tweet.conversation_id
+    if "display_text_range" in wanted:
+        # Code points, as X counts them; a reply's prefilled mentions lie before the start.
+        body["display_text_range"] = [tweet.display_start, len(tweet.text)]
     if "in_reply_to_user_id" in wanted and tweet.in_reply_to_user_id is not None:
         body["in_reply_to_user_id"] = tweet.in_reply_to_user_id
     if "referenced_tweets" in wanted and tweet.referenced_tweets:
@@ -396,17 +407,13 @@ class _Params:
             return None
         return parsed
 
-    def pagination_token(self) -> int | None:
-        value = self.args.get("pagination_token")
+    def pagination_token(self, name: str = "pagination_token") -> int | None:
+        value = self.args.get(name)
         if value is None:
             return None
         if not _TOKEN_RE.match(value):
             self.problems.append(
-                (
-                    "pagination_token",
-                    value,
-                    f"The `pagination_token` query parameter value [{value}] is not valid",
-                )
+                (name, value, f"The `{name}` query parameter value [{value}] is not valid")
             )
             return None
         return int(value, 36)
@@ -541,6 +548,9 @@ class _ApiRoutes(_Gate):
     def register(self, app: Flask) -> None:
         super().register(app)  # the gate's hooks and error pages are app-wide, as on X
         app.add_url_rule("/2/users/<user_id>/mentions", "mentions", self.mentions, methods=["GET"])
+        app.add_url_rule(
+            "/2/tweets/search/recent", "search_recent", self.search_recent, methods=["GET"]
+        )
         app.add_url_rule("/2/users/by", "users_by", self.users_by, methods=["GET"])
         app.add_url_rule(
             "/2/users/by/username/<username>",
@@ -586,6 +596,48 @@ class _ApiRoutes(_Gate):
                 and (before is None or int(t.id) < before)
                 and (start_time is None or t.created_at >= start_time)
                 and (end_time is None or t.created_at <= end_time)
+            ]
+            page = selected[:max_results]
+            body = self.render_tweets(page, tweet_fields, expansions, user_fields)
+            meta: dict[str, object] = {"result_count": len(page)}
+            if page:
+                meta["newest_id"] = page[0].id
+                meta["oldest_id"] = page[-1].id
+            if len(selected) > max_results:
+                meta["next_token"] = _encode_token(page[-1].id)
+            body["meta"] = meta
+        return _json(body)
+
+    def search_recent(self) -> Response:
+        """`GET /2/tweets/search/recent` for the query `@handle -is:retweet` (7 days)."""
+        admitted = self.admit("GET /2/tweets/search/recent", READ_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        params = _Params(request.args, SEARCH_PARAMS)
+        query = request.args.get("query", "")
+        wanted = _SEARCH_QUERY_RE.match(query)
+        if wanted is None:
+            params.problems.append(
+                ("query", query, "The sandbox searches only for `@handle -is:retweet`")
+            )
+        max_results = params.integer("max_results", 10, 100, default=10)
+        since_id = params.tweet_id("since_id")
+        until_id = params.tweet_id("until_id")
+        before = params.pagination_token("next_token") or params.pagination_token()
+        tweet_fields = params.choices("tweet.fields", TWEET_FIELDS)
+        expansions = params.choices("expansions", TWEET_EXPANSIONS)
+        user_fields = params.choices("user.fields", USER_FIELDS)
+        if params.problems or wanted is None:
+            return _invalid_request(params.problems)
+        with self.world.lock:
+            user = self.world.find_user(wanted.group(1))
+            found = self.world.search_mentions(user.id) if user is not None else []
+            selected = [
+                t
+                for t in found
+                if (since_id is None or int(t.id) > since_id)
+                and (until_id is None or int(t.id) < until_id)
+                and (before is None or int(t.id) < before)
             ]
             page = selected[:max_results]
             body = self.render_tweets(page, tweet_fields, expansions, user_fields)
@@ -1042,6 +1094,7 @@ def _oauth_error(error: str, description: str, status: int = 400) -> Response:
 
 _ENDPOINT_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("GET /2/users/:id/mentions", re.compile(r"^/2/users/[^/]+/mentions$")),
+    ("GET /2/tweets/search/recent", re.compile(r"^/2/tweets/search/recent$")),
     ("GET /2/users/by", re.compile(r"^/2/users/by$")),
     ("GET /2/users/by/username/:username", re.compile(r"^/2/users/by/username/[^/]+$")),
     ("GET /2/users/me", re.compile(r"^/2/users/me$")),

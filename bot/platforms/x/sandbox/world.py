@@ -30,6 +30,8 @@ TWEPOCH = datetime(2010, 11, 4, 1, 42, 54, 657000, tzinfo=UTC)
 USER_ID_BASE = ((datetime(2020, 1, 1, tzinfo=UTC) - TWEPOCH) // timedelta(milliseconds=1)) << 22
 #: The mentions timeline only reaches this many of the newest mentions.
 MENTIONS_REACH = 800
+#: Recent search reaches this far back.
+SEARCH_REACH = timedelta(days=7)
 #: Rate limit windows of the X API are 15 minutes long.
 RATE_WINDOW = timedelta(minutes=15)
 #: An authorization code lives this long (X's documented lifetime).
@@ -53,6 +55,7 @@ _MENTION_INVALID_AFTER = re.compile(r"[@＠]|[À-ÖØ-öø-ÿ]|://|/[A-Za-z]")
 #: Real per-15-minute limits, as (app-only limit, per-user limit); None: context not allowed.
 RATE_LIMITS: dict[str, tuple[int | None, int]] = {
     "GET /2/users/:id/mentions": (450, 300),
+    "GET /2/tweets/search/recent": (450, 300),
     "GET /2/users/by": (300, 900),
     "GET /2/users/by/username/:username": (300, 900),
     "GET /2/users/:id": (300, 900),
@@ -112,6 +115,23 @@ def find_mentions(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
+def _prefilled_end(text: str, thread: list[str]) -> int:
+    """Where a reply's own words start: after its leading mentions of the thread's people.
+
+    X hides the mentions it prefilled from the reply's display (`display_text_range`);
+    a handle the author typed first that is not one of the thread's is their own words.
+    """
+    wanted = {name.lower() for name in thread}
+    pos = 0
+    for name, start, end in find_mentions(text):
+        if text[pos:start].strip() or name.lower() not in wanted:
+            break
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return pos
+
+
 def weighted_length(text: str) -> int:
     """The post length the platform counts: every URL weighs 23, other code points 1."""
     urls = _URL_RE.findall(text)
@@ -163,6 +183,8 @@ class Tweet:
     edit_history: list[str] = field(default_factory=list)
     via_api: bool = False
     deleted: bool = False
+    # Where the author's own words start: after the mentions X prefills in a reply.
+    display_start: int = 0
 
     @property
     def has_link(self) -> bool:
@@ -476,6 +498,7 @@ class World:
                 tweet.in_reply_to = parent.id
                 tweet.in_reply_to_user_id = parent.author.id
                 tweet.conversation_id = parent.conversation_id
+                tweet.display_start = _prefilled_end(text, self._thread_handles(parent, writer))
             if original is not None:
                 tweet.retweet_of = original.id
             if previous is not None:
@@ -488,6 +511,23 @@ class World:
             return tweet
 
     tweet = mention
+
+    def _thread_handles(self, parent: Tweet, writer: User) -> list[str]:
+        """The handles X prefills in a reply to `parent` by `writer`, in order."""
+        names = [parent.author.username, *(m.username for m in parent.mentions)]
+        seen: dict[str, str] = {}
+        for name in names:
+            if name.lower() != writer.username.lower():
+                seen.setdefault(name.lower(), name)
+        return list(seen.values())
+
+    def reply_prefix(self, parent_id: str, author: UserRef) -> str:
+        """What X puts before the words of `author`'s reply to `parent_id`: "@a @b "."""
+        with self.lock:
+            parent = self._existing_tweet(parent_id, "parent_id")
+            assert parent is not None
+            handles = self._thread_handles(parent, self.user(author))
+            return "".join(f"@{name} " for name in handles)
 
     def _existing_tweet(self, tweet_id: str | None, what: str) -> Tweet | None:
         if tweet_id is None:
@@ -530,6 +570,19 @@ class World:
                 if not t.deleted and any(m.user_id == user_id for m in t.mentions)
             ]
             return timeline[:MENTIONS_REACH]
+
+    def search_mentions(self, user_id: str) -> list[Tweet]:
+        """Recent search for a user's mentions, retweets excluded: newest first, 7 days."""
+        with self.lock:
+            horizon = self.now() - SEARCH_REACH
+            return [
+                t
+                for t in reversed(self._tweets.values())
+                if not t.deleted
+                and t.retweet_of is None
+                and t.created_at >= horizon
+                and any(m.user_id == user_id for m in t.mentions)
+            ]
 
     @property
     def posted(self) -> list[Tweet]:
