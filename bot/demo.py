@@ -337,6 +337,16 @@ def tweet(st: Stage, n: Narrator) -> None:
         st.tweets[key] = posted
         where = " (reply to @dave)" if reply_to else ""
         n.say(f"@alice: {_quote(text):24}{where:18} {meaning}")
+    # Thread chatter: X prefills a reply with the thread's mentions, the bot's among them.
+    st.clock.advance(timedelta(minutes=1))
+    tip = st.tweets["tip"]
+    prefix = world.reply_prefix(tip.id, people["bob"])
+    chatter = world.mention(people["bob"], prefix + "\U0001f64f thank you!", in_reply_to=tip.id)
+    st.tweets["chatter"] = chatter
+    n.say(
+        f"@bob:   {_quote(chatter.text):24}{' (reply to @alice)':18} thread chatter: X "
+        f"prefilled {prefix.strip()}, bob typed the rest"
+    )
 
 
 EXPECTED_OUTCOMES = {
@@ -344,12 +354,14 @@ EXPECTED_OUTCOMES = {
     "flattr": "flattred",
     "reply": "held",
     "malformed": "bad_amount",
+    "chatter": "not_a_command",
 }
 MEANING = {
     "tip": "€2.00 held in escrow for @bob for 90 days",
     "flattr": "a share of alice's budget, paid when the month is settled",
     "reply": "€0.50 held in escrow for @dave",
     "malformed": "refused, nothing moved; alice gets a reply",
+    "chatter": "only bob's own words count: no tip, no reply",
 }
 
 
@@ -358,11 +370,11 @@ def poll(st: Stage, n: Narrator) -> None:
     n.say("The worker's poll job (what `tipjar poll --once` runs), mention by mention:")
     result = poll_once(st.engine, st.x_api, st.settings, clock=st.clock)
     expect(result.ok, f"the poll failed: {result.error}")
-    expect(result.processed == 4, f"4 mentions should be processed, not {result.processed}")
+    expect(result.processed == 5, f"5 mentions should be processed, not {result.processed}")
     with st.engine.connect() as conn:
         outcomes = dict(conn.execute(select(mentions.c.tweet_id, mentions.c.outcome)).all())
     rows = []
-    for key in ("tip", "flattr", "reply", "malformed"):
+    for key in ("tip", "flattr", "reply", "malformed", "chatter"):
         tweet = st.tweets[key]
         outcome = outcomes.get(tweet.id, "(not seen)")
         expect(

@@ -175,6 +175,48 @@ def test_includes_carry_authors_mentioned_users_and_reply_targets(
     assert body["includes"]["tweets"][0]["id"] == art.id
 
 
+def test_a_reply_displays_only_the_words_after_the_mentions_x_prefilled(
+    sandbox: Sandbox, api: requests.Session
+) -> None:
+    world = sandbox.world
+    tip = world.mention("alice", "@flattr @bob €2")
+    prefix = world.reply_prefix(tip.id, "bob")
+    assert prefix == "@alice @flattr "  # the thread's people, never the replier himself
+    thanks = world.mention("bob", prefix + "🙏", in_reply_to=tip.id)
+    typed = world.mention("bob", "@alice @flattr @bob €1", in_reply_to=tip.id)
+    own = world.mention("bob", "@flattr @alice €1", in_reply_to=tip.id)
+    body = mentions(sandbox, api, **{"tweet.fields": "display_text_range"})
+    ranges = {t["id"]: t["display_text_range"] for t in body["data"]}
+    assert ranges[tip.id] == [0, len(tip.text)]
+    assert ranges[thanks.id] == [15, 16]  # code points: the emoji is one
+    assert ranges[typed.id] == [15, len(typed.text)]  # "@bob €1" is bob's own typing
+    assert ranges[own.id] == [8, len(own.text)]  # "@alice" out of X's order is typed
+
+
+def test_recent_search_reaches_past_the_800_newest_mentions_for_seven_days(
+    sandbox: Sandbox, api: requests.Session, manual_clock: ManualClock
+) -> None:
+    world = sandbox.world
+    old = world.mention("alice", "@flattr a week and more ago")
+    manual_clock.advance(timedelta(days=8))
+    made = [world.mention("alice", f"@flattr number {n}").id for n in range(805)]
+    world.mention("bob", "", retweet_of=made[0])
+    url = f"{sandbox.base_url}/2/tweets/search/recent"
+    seen: list[str] = []
+    params: dict[str, Any] = {"query": "@flattr -is:retweet", "max_results": 100}
+    while True:
+        response = api.get(url, params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        seen += [t["id"] for t in body.get("data", [])]
+        if "next_token" not in body["meta"]:
+            break
+        params["next_token"] = body["meta"]["next_token"]
+    assert seen == list(reversed(made))  # all 805, no retweet, nothing older than 7 days
+    assert old.id not in seen
+    assert api.get(url, params={"query": "@flattr", "max_results": 5}).status_code == 400
+
+
 def test_a_handle_that_names_nobody_has_a_mention_entity_without_id(
     sandbox: Sandbox, api: requests.Session
 ) -> None:

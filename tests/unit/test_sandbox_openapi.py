@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 
 MENTION_FIELDS = (
     "author_id,created_at,entities,in_reply_to_user_id,referenced_tweets,"
-    "edit_history_tweet_ids,conversation_id"
+    "edit_history_tweet_ids,conversation_id,display_text_range,attachments"
 )
 MENTION_EXPANSIONS = "author_id,entities.mentions.username,in_reply_to_user_id,referenced_tweets.id"
 
@@ -149,6 +149,33 @@ def test_a_mentions_page_with_every_expansion_matches_the_schema(
     assert body["meta"]["next_token"]
     for tweet in body["data"]:
         assert datetime.fromisoformat(tweet["created_at"]).tzinfo is not None
+
+
+def test_a_recent_search_for_the_bots_mentions_matches_the_schema(
+    schemas: Schemas, sandbox: Sandbox, api: requests.Session
+) -> None:
+    params: dict[str, str | int] = {
+        "query": "@flattr -is:retweet",
+        "max_results": 10,
+        "since_id": 1,
+        "tweet.fields": MENTION_FIELDS,
+        "expansions": MENTION_EXPANSIONS,
+        "user.fields": "protected",
+    }
+    response = api.get(f"{sandbox.base_url}/2/tweets/search/recent", params=params)
+    assert response.status_code == 200
+    schemas.validate_response("/2/tweets/search/recent", "get", response)
+    body = response.json()
+    assert body["data"] and all("RT @" not in t["text"] for t in body["data"])
+    assert all(len(t["display_text_range"]) == 2 for t in body["data"])
+    empty = api.get(
+        f"{sandbox.base_url}/2/tweets/search/recent",
+        params={"query": "@flattr -is:retweet", "since_id": body["meta"]["newest_id"]},
+    )
+    schemas.validate_response("/2/tweets/search/recent", "get", empty)
+    refused = api.get(f"{sandbox.base_url}/2/tweets/search/recent", params={"query": "cats"})
+    assert refused.status_code == 400
+    schemas.validate_response("/2/tweets/search/recent", "get", refused)
 
 
 def test_an_empty_mentions_page_matches_the_schema(

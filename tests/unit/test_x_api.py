@@ -99,6 +99,20 @@ def one_mention_page() -> dict[str, Any]:
     return tl.page([tl.mention("alice", "@flattr @bob €2")])
 
 
+def _media_and_quote_page() -> dict[str, Any]:
+    """Replies with a display range, a photo and a quote: every field the bot reads."""
+    tl = xp.Timeline()
+    tl.user("flattr", BOT_ID)
+    quoted = tl.mention("carol", "my song")
+    return tl.page(
+        [
+            tl.mention("bob", "🙏", in_reply_to="alice", prefilled="@alice @flattr "),
+            tl.mention("alice", "@flattr @bob €2", photo=True, in_reply_to="dave", prefilled=""),
+            tl.mention("alice", "@flattr @carol €2", quote=quoted),
+        ]
+    )
+
+
 # --------------------------------------------------------------------------- mentions
 
 
@@ -114,12 +128,70 @@ def test_mentions_are_fetched_with_every_field_the_bot_needs_in_one_call(rsps, a
     ]
     assert query["tweet.fields"] == [
         "author_id,created_at,entities,in_reply_to_user_id,referenced_tweets,"
-        "edit_history_tweet_ids,conversation_id"
+        "edit_history_tweet_ids,conversation_id,display_text_range,attachments"
     ]
     assert query["user.fields"] == ["username,name,protected"]
     assert query["max_results"] == ["100"]
     assert "since_id" not in query and "pagination_token" not in query
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {BEARER}"
+
+
+def test_a_reply_carries_where_the_authors_own_words_start(rsps, api):
+    tl = xp.Timeline()
+    tl.user("flattr", BOT_ID)
+    chatter = tl.mention("bob", "🙏", in_reply_to="alice", prefilled="@alice @flattr ")
+    plain = tl.mention("alice", "@flattr @bob €2")
+    rsps.get(xp.mentions_url(BOT_ID), json=tl.page([chatter, plain]))
+
+    by_text = {m.text: m for m in api.mentions(since_id=None).mentions}
+
+    assert by_text["@alice @flattr 🙏"].display_range == (15, 16)
+    assert by_text["@flattr @bob €2"].display_range is None  # X left it out: the fallback
+
+
+def test_the_links_of_a_tweets_own_photo_and_quote_are_its_attachments(rsps, api):
+    tl = xp.Timeline()
+    tl.user("flattr", BOT_ID)
+    quoted = tl.mention("carol", "my song")
+    photo = tl.mention("alice", "@flattr @bob €2", photo=True)
+    quote = tl.mention("alice", "@flattr @carol €2", quote=quoted)
+    other = tl.mention("alice", "@flattr @bob €2 https://t.co/elsewhere")
+    other["entities"]["urls"] = [
+        {"start": 16, "end": 38, "url": "https://t.co/elsewhere", "expanded_url": "https://a.b/"}
+    ]
+    rsps.get(xp.mentions_url(BOT_ID), json=tl.page([photo, quote, other]))
+
+    got = {m.id: m.attachment_urls for m in api.mentions(since_id=None).mentions}
+
+    assert got[photo["id"]] == {photo["entities"]["urls"][0]["url"]}
+    assert got[quote["id"]] == {quote["entities"]["urls"][0]["url"]}
+    assert got[other["id"]] == frozenset()
+
+
+@pytest.mark.parametrize("bad", [[3], [5, 2], ["0", 4], "0,4", [-1, 3]])
+def test_a_display_range_that_is_not_start_and_end_is_a_malformed_answer(rsps, api, bad):
+    body = one_mention_page()
+    body["data"][0]["display_text_range"] = bad
+    rsps.get(xp.mentions_url(BOT_ID), json=body)
+
+    with pytest.raises(TransientError, match="display_text_range"):
+        api.mentions(since_id=None)
+
+
+def test_recent_search_asks_for_the_bots_mentions_since_the_cursor(rsps, sleeps):
+    api = make_api(sleeps, bot_handle="flattr")
+    search = f"{xp.API}/2/tweets/search/recent"
+    rsps.get(search, json=one_mention_page(), headers=xp.rate_limit_headers())
+
+    page = api.search_mentions(since_id="100", until_id="900", pagination_token="t2")
+
+    query = query_of(rsps.calls[0])
+    assert query["query"] == ["@flattr -is:retweet"]
+    assert (query["since_id"], query["until_id"], query["next_token"]) == (["100"], ["900"], ["t2"])
+    assert "display_text_range" in query["tweet.fields"][0]
+    assert [m.text for m in page.mentions] == ["@flattr @bob €2"]
+    assert api.mentions_window == 800 and api.search_reach == timedelta(days=7)
+    assert "GET /2/tweets/search/recent" in api.rate_limits
 
 
 def test_since_id_is_passed_to_x(rsps, api):
@@ -706,6 +778,8 @@ def test_the_client_repr_shows_no_secret(api):
     ("schema", "body"),
     [
         ("Get2UsersIdMentionsResponse", one_mention_page()),
+        ("Get2TweetsSearchRecentResponse", one_mention_page()),
+        ("Get2UsersIdMentionsResponse", _media_and_quote_page()),
         ("Get2UsersByResponse", xp.users_by([xp.user("42", "bob")], not_found=["ghost"])),
         ("TweetCreateResponse", xp.created_tweet("7", "hi")),
         ("CreateDmEventResponse", xp.created_dm("8", "42", BOT_ID)),

@@ -116,16 +116,18 @@ def find_mentions(text: str) -> list[tuple[str, int, int]]:
 
 
 def _prefilled_end(text: str, thread: list[str]) -> int:
-    """Where a reply's own words start: after its leading mentions of the thread's people.
+    """Where a reply's own words start: after the thread's mentions X prefilled.
 
-    X hides the mentions it prefilled from the reply's display (`display_text_range`);
-    a handle the author typed first that is not one of the thread's is their own words.
+    X prefills the thread's people in order (the author may remove some) and hides them
+    from the reply's display (`display_text_range`); a handle out of that order is typed.
     """
-    wanted = {name.lower() for name in thread}
-    pos = 0
+    order = [name.lower() for name in thread]
+    pos = next_allowed = 0
     for name, start, end in find_mentions(text):
-        if text[pos:start].strip() or name.lower() not in wanted:
+        lowered = name.lower()
+        if text[pos:start].strip() or lowered not in order[next_allowed:]:
             break
+        next_allowed = order.index(lowered, next_allowed) + 1
         pos = end
         while pos < len(text) and text[pos].isspace():
             pos += 1
