@@ -10,6 +10,7 @@ from bot.config import ConfigError, load_settings
 from escrow.ledger import LedgerError
 from escrow.migrate import current_revision, head_revision, upgrade
 from escrow.money import Money, MoneyError
+from escrow.pending_flattrs import count_pending_flattrs
 from escrow.reports import AccountView, holds_for
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -116,7 +117,7 @@ def accounts() -> None:
     """Supporters' and creators' accounts."""
 
 
-def _account_json(view: AccountView) -> dict[str, object]:
+def _account_json(view: AccountView, pending_flattrs: int) -> dict[str, object]:
     return {
         "platform": view.platform,
         "user_id": view.user_id,
@@ -125,6 +126,7 @@ def _account_json(view: AccountView) -> dict[str, object]:
         "available_minor": view.available_minor,
         "reserved_minor": view.reserved_minor,
         "held_for_minor": view.held_for_minor,
+        "pending_flattrs": pending_flattrs,
     }
 
 
@@ -142,8 +144,10 @@ def accounts_show(ctx: Context, who: str, as_json: bool) -> None:
     view = ctx.ledger.account(ctx.identity(who))
     if view is None:
         fail(f"{who} has no account yet", EXIT_PROBLEM)
+    with ctx.engine.connect() as conn:
+        flattrs = count_pending_flattrs(conn, view.account_id)
     if as_json:
-        emit_json(_account_json(view))
+        emit_json(_account_json(view, flattrs))
         return
     cur = ctx.settings.currency
     rows = [
@@ -153,6 +157,7 @@ def accounts_show(ctx: Context, who: str, as_json: bool) -> None:
         ("available", money(view.available_minor, cur)),
         ("reserved in its tips", money(view.reserved_minor, cur)),
         ("held for it", money(view.held_for_minor, cur)),
+        ("flattrs pending", f"{flattrs} until the month is settled"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -33,6 +33,7 @@ from escrow.flattrs import get_budget
 from escrow.flattrs import set_budget as save_budget
 from escrow.ledger import Identity, LedgerError, is_held
 from escrow.money import Money, MoneyError, currency
+from escrow.pending_flattrs import CancelStatus, cancel_flattr, pending_flattrs
 from escrow.reports import AccountView, account_view
 from escrow.schema import accounts, tips
 
@@ -356,6 +357,12 @@ class _AccountPages(_Pages):
         app.add_url_rule("/me", "me", self.me, methods=["GET"])
         app.add_url_rule("/me/budget", "set_budget", self.set_budget, methods=["POST"])
         app.add_url_rule("/me/tips/<int:tip_id>/retract", "retract", self.retract, methods=["POST"])
+        app.add_url_rule(
+            "/me/flattrs/<int:share_id>/cancel",
+            "cancel_flattr",
+            self.cancel_flattr,
+            methods=["POST"],
+        )
         app.add_url_rule("/me/notices/opt-out", "opt_out", self.opt_out, methods=["POST"])
         app.add_url_rule("/me/refuse", "refuse", self.refuse, methods=["GET", "POST"])
         app.add_url_rule("/me/accept", "accept", self.accept, methods=["POST"])
@@ -370,9 +377,11 @@ class _AccountPages(_Pages):
             waiting = _waiting_out(conn, self.web, view.account_id)
             budget = get_budget(conn, view.account_id)
             opted_out = is_opted_out(conn, view.account_id)
+            flattrs = pending_flattrs(conn, view.account_id)
         return render_template(
             "me.html",
             view=view,
+            flattrs=flattrs,
             history=history,
             waiting=waiting[:WAITING_LISTED],
             more_waiting=len(waiting) > WAITING_LISTED,
@@ -426,6 +435,24 @@ class _AccountPages(_Pages):
             flash("That tip was already claimed or returned; nothing changed.", "problem")
         else:
             flash("There is no such tip of yours; nothing changed.", "problem")
+        return redirect(url_for("me"), 303)
+
+    def cancel_flattr(self, share_id: int) -> BaseResponse:
+        """Withdraw one of the supporter's own flattrs before its month is settled."""
+        with self.web.engine.connect() as conn:
+            row = _current(conn)
+        if row is None:
+            return _signed_out()
+        account_id = int(row.id)
+        status = transaction(
+            self.web.engine, lambda conn: cancel_flattr(conn, account_id, share_id)
+        )
+        if status == CancelStatus.CANCELLED:
+            flash("That flattr is cancelled: it takes no share of your budget.", "ok")
+        elif status == CancelStatus.SETTLED:
+            flash("That month was already settled; nothing changed.", "problem")
+        else:
+            flash("There is no such flattr of yours; nothing changed.", "problem")
         return redirect(url_for("me"), 303)
 
     def opt_out(self) -> BaseResponse:

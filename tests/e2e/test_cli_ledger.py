@@ -38,6 +38,7 @@ ACCOUNT_KEYS = {
     "available_minor",
     "reserved_minor",
     "held_for_minor",
+    "pending_flattrs",
 }
 RECIPIENT_KEYS = {
     "platform",
@@ -119,6 +120,7 @@ def test_a_maintainer_upgrades_the_database_deposits_once_and_reads_the_account(
         "available_minor": 1000,
         "reserved_minor": 0,
         "held_for_minor": 0,
+        "pending_flattrs": 0,
     }
 
 
