@@ -6,9 +6,13 @@ adapter away. `poll_once` fetches every mention newer than the platform's stored
 pages until the platform has no more, then processes them oldest first. Per mention:
 
 - reposts (retweets) and the bot's own posts are skipped; an edit is its original tweet (the first
-  id of its edit history is the idempotency key, recorded in the `mentions` table);
-- the text is parsed by `bot.commands.parse`; recipients become user ids from the response
-  itself (the mention's entities and the page's users), the rest from one batched
+  id of its edit history is the idempotency key, recorded in the `mentions` table); when a
+  tweet and its edits arrive in the same run, the latest version decides, and once applied
+  later edits change nothing;
+- the text is parsed by `bot.commands.parse`, with the mention's display range (only the
+  author's own words are a command; without one, logged once per platform, a reply must
+  ask for money) and the links of its own media or quote; recipients become user ids from
+  the response itself (the mention's entities and the page's users), the rest from one batched
   `lookup_users` call per run; an unknown handle is `unknown_recipient`;
 - an explicit amount is a tip to each recipient (kind "tip", source = the original tweet
   id), applied for a whole chunk by one `escrow.tips.tip_many` call, which decides exactly
@@ -19,6 +23,11 @@ pages until the platform has no more, then processes them oldest first. Per ment
   nobody ever funded is `unknown_supporter`, one without enough money `insufficient_funds`;
 - an error gets a reply through the outbox (rate-limited per supporter, see
   `bot.outbox`); a successful tip gets none (the creator notice confirms it).
+
+No silent loss: X serves only the newest 800 mentions. When a run reads a full window and
+X has no more pages, the mentions between the cursor and the window are read through the
+platform's search (`BackfillsMentions`: X's recent search, 7 days) and go through the same
+path; what lies beyond search's reach is logged at ERROR and counted (`missed_window`).
 
 Exactly once: the tips of a chunk of mentions (one page's worth), their outbox rows, the
 `mentions` records and the advanced cursor commit in one transaction; a replayed page or
