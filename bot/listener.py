@@ -99,6 +99,7 @@ CURSOR_KEY = "x.mentions.since_id"  # X's keys, as cursor_key("x") and resume_ke
 RESUME_KEY = "x.mentions.resume_at"
 PAGE_SIZE = 100
 MAX_PAGES = 100  # X serves at most the newest 800 mentions; this only guards a broken API
+MAX_SEARCH_PAGES = 1000  # 7 days of backfill, 100 a page: far beyond any real backlog
 
 # Outcomes of mentions that are not commands at all, recorded so they are never re-read.
 RETWEET = "retweet"
@@ -570,53 +571,57 @@ def _read_mentions(
         token = page.next_token
 
 
-def _window_overrun(platform: Platform, read: _Read) -> bool:
+def _window_overrun(platform: BackfillsMentions, read: _Read) -> bool:
     """Whether older mentions than the ones read may lie beyond the platform's window.
 
     X serves only its newest 800 mentions and then says it has no more: a full window
     with no further page means the cursor may be older than the window's oldest mention.
     """
-    if not isinstance(platform, BackfillsMentions) or not read.exhausted:
-        return False
-    return len(read.collected) >= platform.mentions_window
+    return read.exhausted and len(read.collected) >= platform.mentions_window
 
 
 def _backfill(
-    platform: Platform, cursor: str, result: PollResult, read: _Read, now: datetime
+    platform: BackfillsMentions,
+    name: str,
+    cursor: str,
+    result: PollResult,
+    read: _Read,
+    now: datetime,
 ) -> None:
     """Read through search what fell out of the mentions window, back to the cursor.
 
     The mentions found go through the same exactly-once path as the window's. What is
     older than search's reach cannot be read: that is logged at ERROR and counted.
     """
-    assert isinstance(platform, BackfillsMentions)
     oldest = min(read.collected, key=int)
     token: str | None = None
-    for _ in range(MAX_PAGES):
+    complete = False
+    for _ in range(MAX_SEARCH_PAGES):
         page = platform.search_mentions(since_id=cursor, until_id=oldest, pagination_token=token)
         result.pages += 1
         result.backfilled += sum(1 for m in page.mentions if m.id not in read.collected)
         read.add(page)
         if not page.next_token or page.next_token == token:
+            complete = True
             break
         token = page.next_token
     reach = platform.search_reach
     cursor_at = platform.posted_at(cursor)
-    if cursor_at is not None and cursor_at < now - reach:
+    if not complete or (cursor_at is not None and cursor_at < now - reach):
         result.missed_window = 1
         log.error(
             "%s mentions posted between %s and %s were never read: more than %d mentions "
             "arrived while polling was down, and search reaches back only %s; tips in them "
             "were not applied",
-            platform.name,
-            cursor_at.isoformat(),
-            (now - reach).isoformat(),
+            name,
+            cursor_at.isoformat() if cursor_at else f"mention {cursor}",
+            (now - reach).isoformat() if complete else f"mention {min(read.collected, key=int)}",
             platform.mentions_window,
             reach,
         )
     log.warning(
         "%s mentions window overrun: %d older mentions read through search",
-        platform.name,
+        name,
         result.backfilled,
     )
 
@@ -647,8 +652,12 @@ def poll_once(
     fetched = _Read()
     try:
         _read_mentions(platform, cursor, page_size, result, fetched)
-        if cursor is not None and _window_overrun(platform, fetched):
-            _backfill(platform, cursor, result, fetched, now)
+        if (
+            cursor is not None
+            and isinstance(platform, BackfillsMentions)
+            and _window_overrun(platform, fetched)
+        ):
+            _backfill(platform, name, cursor, result, fetched, now)
     except RateLimited as exc:
         # The pages read so far are the newest ones: applying them would skip older ones.
         return _rate_limited(engine, name, result, exc, now)
