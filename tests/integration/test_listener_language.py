@@ -303,3 +303,24 @@ def test_mentions_older_than_search_reaches_are_reported_not_silently_lost(
     ]
     assert result.tips_applied == len(within_week)  # what search could reach, once
     assert_nothing_lost(ledger)
+
+
+def test_replies_without_a_display_range_are_logged_once(
+    engine, x, rsps, tl, ledger, clock, caplog, monkeypatch
+):
+    from bot import listener
+
+    monkeypatch.setattr(listener, "_WITHOUT_DISPLAY_RANGE", set())
+    alice, bob = tl.user("alice"), tl.user("bob")
+    first = [tl.mention(bob, "@alice @flattr 🙏", in_reply_to=alice) for _ in range(2)]
+    rsps.get(MENTIONS, json=tl.page(first))
+    later = tl.mention(bob, "@alice @flattr 🎉", in_reply_to=alice)
+
+    with caplog.at_level(logging.INFO, logger="bot.listener"):
+        poll(engine, x, clock)
+        rsps.replace(responses.GET, MENTIONS, json=tl.page([later]))
+        poll(engine, x, clock)
+
+    said = [r.getMessage() for r in caplog.records if "without a display range" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("replies on x come without")
+    assert count(engine, tips) == 0 and count(engine, shares) == 0
