@@ -17,6 +17,7 @@ import pytest
 import responses
 from sqlalchemy import Engine, select
 
+from bot import listener
 from bot.platforms.x.api import TweepyXApi
 from escrow.ledger import Policy
 from escrow.schema import mentions, outbox, shares, tips
@@ -308,8 +309,6 @@ def test_mentions_older_than_search_reaches_are_reported_not_silently_lost(
 def test_replies_without_a_display_range_are_logged_once(
     engine, x, rsps, tl, ledger, clock, caplog, monkeypatch
 ):
-    from bot import listener
-
     monkeypatch.setattr(listener, "_WITHOUT_DISPLAY_RANGE", set())
     alice, bob = tl.user("alice"), tl.user("bob")
     first = [tl.mention(bob, "@alice @flattr 🙏", in_reply_to=alice) for _ in range(2)]
