@@ -1,6 +1,6 @@
 """A supporter's pending flattrs: the shares not settled yet, and withdrawing one.
 
-A flattr moves no money when it is made (see `escrow.settlement`): it records a share that
+A flattr moves no money when it is made (see `escrow.flattrs`): it records a share that
 the month's settlement turns into a tip. Until then the supporter may look at their open
 shares and cancel any of them. Cancelling deletes the open share (no money ever moved for
 it, and the flattr tweet stays recorded as processed, so it is never read again); a new
@@ -20,9 +20,9 @@ from enum import StrEnum
 
 from sqlalchemy import Connection, delete, func, select
 
+from escrow.flattrs import _month_is_closed, _run_of
 from escrow.ledger import lock_accounts
 from escrow.schema import accounts, shares
-from escrow.settlement import _month_is_closed, _run_of
 
 
 @dataclass(frozen=True)

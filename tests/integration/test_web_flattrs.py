@@ -9,9 +9,10 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from bot.cli import main
+from escrow.flattrs import period_of, record_flattr
 from escrow.ledger import Identity, Policy
 from escrow.schema import shares
-from escrow.settlement import period_of, record_flattr, settle
+from escrow.settlement import settle
 from tests.integration.test_web_account import clean, page_text
 from tests.integration.test_web_support import Site, money_state
 
