@@ -90,6 +90,16 @@ def _say_poll(name: str, result: PollResult, heading: bool) -> None:
         f"{result.mentions_seen} mentions seen, {result.processed} new, "
         f"{result.tips_applied} tips applied (outcomes: {outcomes})"
     )
+    if result.backfilled:
+        click.echo(
+            f"{label}'s mentions window was overrun: {result.backfilled} older mentions "
+            "read through search"
+        )
+    if result.missed_window:
+        click.echo(
+            f"mentions older than {label}'s search reaches could not be read: see the log",
+            err=True,
+        )
     if result.rate_limited_until is not None:
         click.echo(f"rate limited by {label} until {when(result.rate_limited_until)} UTC")
     if result.error:

@@ -15,11 +15,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
+from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from bot import listener
+from bot.cli import main
 from bot.platforms.x.api import TweepyXApi
-from escrow.ledger import Policy
+from bot.platforms.x.sandbox import Sandbox
+from escrow.db import make_engine
+from escrow.ledger import Identity, Policy
+from escrow.money import Money
 from escrow.schema import mentions, outbox, shares, tips
 from escrow.service import Ledger
 from tests.integration.test_listener import (
@@ -323,3 +328,35 @@ def test_replies_without_a_display_range_are_logged_once(
     said = [r.getMessage() for r in caplog.records if "without a display range" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("replies on x come without")
     assert count(engine, tips) == 0 and count(engine, shares) == 0
+
+
+def test_poll_once_reads_past_the_window_through_the_sandboxs_search(db_url, tmp_path, monkeypatch):
+    """The whole path: the CLI, the real adapter and the loopback sandbox's X."""
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    with Sandbox(bot_username="flattr") as sandbox:
+        world = sandbox.world
+        alice = world.add_user("alice")
+        world.add_user("bob")
+        env = sandbox.env() | {"DATABASE_URL": db_url, "LOG_LEVEL": "ERROR"}
+        engine = make_engine(db_url)
+        Ledger(engine, Policy()).deposit(Identity.x(alice.id, "alice"), Money(10000), "r1")
+
+        def tipjar(*args: str) -> dict[str, Any]:
+            ran = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+            assert ran.exit_code == 0, ran.output
+            return dict(json.loads(ran.output))
+
+        world.mention(alice, "@flattr @bob €0.10")
+        assert tipjar("poll", "--once", "--json")["tips_applied"] == 1
+        for _ in range(850):
+            world.mention(alice, "@flattr @bob €0.10")
+
+        after = tipjar("poll", "--once", "--json")
+        again = tipjar("poll", "--once", "--json")
+
+        assert after["mentions_seen"] == 850 and after["backfilled"] == 50
+        assert (after["tips_applied"], after["missed_window"]) == (850, 0)
+        assert again["tips_applied"] == 0 and again["backfilled"] == 0
+        assert count(engine, tips) == 851
+        assert_nothing_lost(Ledger(engine, Policy()))
+        engine.dispose()
