@@ -227,7 +227,7 @@ _NOTE_MAX_WORDS: Final = 12
 _NOTE_MAX_CHARS: Final = 140
 _WORD_RE = re.compile(r"[^\W_]+")
 _LINK_RE = re.compile(r"https?://|www\.", re.IGNORECASE)
-_QUESTION_CHARS = ("?", "\uff1f", "\u061f")
+_QUESTION_RE = re.compile("[?\uff1f\u061f]")
 _SAID_RE = re.compile("[^\\W_]|[?\uff1f\u061f]")
 
 # Currency markers. Codes of currencies escrow.money knows map to themselves; other known
@@ -288,7 +288,10 @@ _SIGN = "[-+\u2212\u2013]"
 _NEGATIVE_SIGNS = ("-", "\u2212", "\u2013")
 _NUM = "(?:[0-9]+(?:[.,'][0-9]+)*|[.,][0-9]+)"
 _SPACE = "[ \u00a0\u2009\u202f]{0,3}"
-_SYM = "(?:[" + "".join(re.escape(s) for s in _SYMBOLS) + "]|(?:US|CA?|AU?|NZ|HK|S|R|MX)\\$)"
+_SYM = "[" + "".join(re.escape(s) for s in _SYMBOLS) + "]"
+# Not in the amount's own pattern (it would slow every amount down for a rare spelling):
+# "US$2" is read as money that does not parse, and named by _MARKER_RE.
+_COUNTRY_DOLLAR = "(?:US|CA?|AU?|NZ|HK|S|R|MX)\\$"
 _CODE = "(?:" + _ci_trie(sorted(_WORDS)) + ")"
 
 _AMOUNT_RE = re.compile(
@@ -331,6 +334,9 @@ _FOLD: Final = str.maketrans(
 )
 
 
+# Whether a text needs folding at all: most amounts with "€" need none.
+_FOLDABLE_RE = re.compile("[" + "".join(re.escape(chr(c)) for c in _FOLD) + "]")
+
 # Characters an amount can start with; anything else is settled without a regex.
 _AMOUNT_STARTS: Final = frozenset(
     "0123456789.,+-\u2212\u2013"
@@ -358,7 +364,7 @@ _MAY_RUN_ON_RE = re.compile(
 _BARE_CODE_RE = re.compile(f"{_CODE}[.,;:!?\u2026]*(?!\\S)")
 _RUN_MARKER_RE = re.compile(f"[ \\t\u00a0\u2009\u202f]+(?:{_SYM}|{_CODE})(?![^\\W\\d_])")
 # A currency marker inside a token ("~$2", "5usd"), to tell wrong_currency from bad_amount.
-_MARKER_RE = re.compile(f"{_SYM}|(?<![A-Za-z]){_CODE}(?![A-Za-z])")
+_MARKER_RE = re.compile(f"{_COUNTRY_DOLLAR}|{_SYM}|(?<![A-Za-z]){_CODE}(?![A-Za-z])")
 # An amount with its currency in a note after the amount ("€2, and €3 for carol").
 _MARKED_AMOUNT_RE = re.compile(
     f"{_SYM}{_SPACE}{_SIGN}?[.,]?[0-9]|[0-9]{_SPACE}{_SYM}"
@@ -413,9 +419,10 @@ def _fold(text: str) -> str:
 def _evaluate(groups: tuple[str | Any, ...], detail: str, rules: AmountRules) -> Money | Rejection:
     """Judge one amount; ``groups`` are _AMOUNT_RE's groups in the order of _GROUPS."""
     s1, s2, s3, sym1, sym2, code1, code2, n1, n2, n3 = groups
-    marker = sym1 or sym2 or code1 or code2
-    code = _marker_code(marker) if marker else None
-    if marker and code is None:  # unreachable with the known markers; kept so this never raises
+    symbol = sym1 or sym2
+    word = code1 or code2
+    code = _SYMBOLS[symbol] if symbol else _WORDS.get(word.lower()) if word else None
+    if word and code is None:  # unreachable with ASCII codes; kept so this never raises
         return Rejection(Outcome.bad_amount, detail)
     if code is not None and code != rules.currency:
         return Rejection(Outcome.wrong_currency, detail)
@@ -424,7 +431,7 @@ def _evaluate(groups: tuple[str | Any, ...], detail: str, rules: AmountRules) ->
     number: str = n1 or n2 or n3
     if number[0] in ".,":
         number = "0" + number
-    if len(number.split(".", 1)[0].split(",", 1)[0].lstrip("0")) > 15:
+    if len(number) > 15 and len(number.split(".", 1)[0].split(",", 1)[0].lstrip("0")) > 15:
         return Rejection(Outcome.too_large, detail)
     try:
         minor = parse_minor(number, rules.unit)
@@ -501,7 +508,7 @@ def _read_amount(text: str, start: int, rules: AmountRules) -> _Read:
         return start, None, False
     # A window, not the rest of a possibly 10,000-character text: amounts are short.
     folded = text[start : start + _AMOUNT_WINDOW]
-    if not folded.isascii():
+    if not folded.isascii() and _FOLDABLE_RE.search(folded) is not None:
         folded = folded.translate(_FOLD)
     match = _AMOUNT_RE.match(folded)
     if match is not None and match.end() == len(folded) < len(text) - start:
@@ -512,9 +519,10 @@ def _read_amount(text: str, start: int, rules: AmountRules) -> _Read:
         end = start + match.end()
         groups = match.group(*_GROUPS)
         marked = bool(groups[3] or groups[4] or groups[5] or groups[6])
-        stop = _runs_on(text, end)
-        if stop != end:
-            return stop, Rejection(Outcome.bad_amount, text[start:stop]), marked
+        if _MAY_RUN_ON_RE.match(text, end) is not None:
+            stop = _runs_on(text, end)
+            if stop != end:
+                return stop, Rejection(Outcome.bad_amount, text[start:stop]), marked
         return end, _evaluate(groups, text[start:end], rules), marked
     if _ATTEMPT_RE.match(folded) is None:
         return start, None, False
@@ -564,7 +572,7 @@ def _short_note(text: str, start: int, *, questions: bool = False) -> bool:
     if len(text) - start > _NOTE_MAX_CHARS:
         return False
     rest = text[start:]
-    if _LINK_RE.search(rest) or (not questions and any(q in rest for q in _QUESTION_CHARS)):
+    if _LINK_RE.search(rest) or (not questions and _QUESTION_RE.search(rest) is not None):
         return False
     return len(_WORD_RE.findall(rest)) <= _NOTE_MAX_WORDS
 
@@ -582,17 +590,21 @@ def _judge(
         start = _skip(text, word.end())
     end, value, marked = _read_amount(text, start, rules)
     if value is None:
-        if strict and _nothing_said(text, start) and _MONEYISH_RE.search(text, start) is None:
-            return None
-        if not strict and not _short_note(text, start):
+        moneyish = _MONEYISH_RE.search(text, start) is not None
+        if strict:
+            if not moneyish and _nothing_said(text, start):
+                return None
+        elif not _short_note(text, start):
             return _CHATTER
+        elif not moneyish and _BARE_CODE_RE.match(text, start) is None:
+            return None  # a flattr: nothing after the recipients looks like money
         end, value, marked = _first_token(text, start, rules)
         if value is None:
             return _CHATTER if strict else _stray_amount(text, start, rules, any_number=True)
     if marked:
         if not _short_note(text, end):
             return _CHATTER
-        if isinstance(value, Money):
+        if isinstance(value, Money) and _MONEYISH_RE.search(text, end) is not None:
             return _stray_amount(text, end, rules, any_number=False) or value
         return value
     if _nothing_said(text, end):
@@ -699,9 +711,23 @@ def _without_attachments(text: str, end: int, attachment_urls: Collection[str]) 
         end = stop - len(url)
 
 
-def _asks_for_money(text: str, start: int) -> bool:
+def _asks_for_money(text: str, lowered: str, start: int) -> bool:
     """Mastodon rule for replies: an amount or the word tip/flattr after ``start``."""
-    return _ASKS_RE.search(text, start) is not None
+    if _MONEYISH_RE.search(text, start) is not None:
+        return True
+    if len(lowered) != len(text):  # lower() changed the indices: read it the slow way
+        return _ASKS_RE.search(text, start) is not None
+    for word in ("tip", "flattr"):
+        at = lowered.find(word, start)
+        while at != -1:
+            before = lowered[at - 1] if at else " "
+            after = lowered[at + len(word) : at + len(word) + 1] or " "
+            if not (before.isalnum() or before in "_@\uff20") and not (
+                after.isalnum() or after == "_"
+            ):
+                return True
+            at = lowered.find(word, at + 1)
+    return False
 
 
 def _tip_rules(
@@ -805,7 +831,8 @@ def parse(
         typed_lead = _leading_run(text, typed, shown[0]) if replied_to is not None else 0
         typed_bot = [i for i, (name, _s, _e) in enumerate(typed) if name.lower() == bot]
         return _tip_rules(text, typed, typed_bot, typed_lead, names, rules, strict_lead=False)
-    if replied_to is not None and not _asks_for_money(text, mentions[lead - 1][2] if lead else 0):
+    after_lead = mentions[lead - 1][2] if lead else 0
+    if replied_to is not None and not _asks_for_money(text, lowered, after_lead):
         return _NOT_A_COMMAND
     return _tip_rules(text, mentions, bot_at, lead, names, rules, strict_lead=True)
 
