@@ -115,6 +115,12 @@ class Settings:
     mastodon_access_token: str = _secret()
     mastodon_bot_acct: str = ""
     allow_loopback_instances: bool = False
+    # operations (issue 19)
+    log_format: str = "text"
+    metrics_port: str = ""  # off; "9100" listens on loopback, "0.0.0.0:9100" on all
+    prometheus_multiproc_dir: str = ""
+    sentry_dsn: str = _secret()
+    admin_ids: frozenset[str] = frozenset()
 
     @property
     def mastodon_domain(self) -> str:
@@ -277,6 +283,46 @@ def _schedule_show(s: NoticeSchedule) -> str:
     return ",".join(parts) or "none"
 
 
+def _log_format(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError(f"{text!r} is not 'text' or 'json'")
+    return text
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """METRICS_PORT as (address, port): `9100` listens on loopback, `0.0.0.0:9100` on all."""
+    host, _, port = text.strip().rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not a port (9100) or an address and port (0.0.0.0:9100)")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _listen(text: str) -> str:
+    listen_address(text)
+    return text.strip()
+
+
+_ADMIN_ID = re.compile(r"x:\d{1,20}|mastodon:[A-Za-z0-9_.]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+
+
+def _admin_ids(text: str) -> frozenset[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [i for i in ids if not _ADMIN_ID.fullmatch(i)]
+    if bad:
+        raise ValueError(
+            f"{', '.join(bad)}: give each maintainer as x:NUMERIC_ID or mastodon:user@domain"
+        )
+    return frozenset(i if i.startswith("x:") else i.lower() for i in ids)
+
+
+def _sentry_dsn(text: str) -> str:
+    text = text.strip()
+    if not re.match(r"https?://[^@\s]+@[^\s/]+/\S+", text):
+        raise ValueError("is not a Sentry DSN (https://KEY@HOST/PROJECT)")
+    return text
+
+
 _MONEY_KEYS = {"MIN_TIP", "MAX_TIP", "MIN_MONTHLY_BUDGET"}
 
 KEYS: dict[str, KeySpec] = {
@@ -323,6 +369,19 @@ KEYS: dict[str, KeySpec] = {
         "1 lets sign-in reach instances on 127.0.0.1 (sandbox and local tests only)",
         _flag,
         lambda v: "1" if v else "0",
+    ),
+    "LOG_FORMAT": KeySpec("text (default) or json: one JSON object a line", _log_format),
+    "METRICS_PORT": KeySpec(
+        "the worker's /metrics: 9100 (loopback) or 0.0.0.0:9100; empty: off", _listen
+    ),
+    "PROMETHEUS_MULTIPROC_DIR": KeySpec(
+        "a directory where gunicorn's web workers share their metrics"
+    ),
+    "SENTRY_DSN": KeySpec("report errors to Sentry; empty: off", _sentry_dsn, secret=True),
+    "ADMIN_IDS": KeySpec(
+        "who may open /admin: x:ID or mastodon:user@domain, comma-separated",
+        _admin_ids,
+        lambda ids: ",".join(sorted(ids)),
     ),
 }
 

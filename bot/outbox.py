@@ -364,13 +364,22 @@ def send_pending(
                     error=str(exc),
                 )
                 later += 1
-            log.warning("posting failed for now (%s); the next run retries", exc)
+            log.warning(
+                "posting failed for now (%s); the next run retries",
+                exc,
+                extra={"tweet_id": claimed.in_reply_to_tweet_id, "platform": platform.name},
+            )
             return SendResult(sent, failed, skipped, later, error=str(exc))
         except (PermanentError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, PermanentError) else str(exc)
             _finish_row(engine, claimed, state="failed", error=reason)
             failed += 1
-            log.warning("outbox row %d failed for good: %s", claimed.id, reason)
+            log.warning(
+                "outbox row %d failed for good: %s",
+                claimed.id,
+                reason,
+                extra={"tweet_id": claimed.in_reply_to_tweet_id, "platform": platform.name},
+            )
         else:
             _finish_row(
                 engine, claimed, state="sent", sent_tweet_id=tweet_id, sent_at=now, error=None

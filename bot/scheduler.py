@@ -9,7 +9,14 @@ Jobs (each idempotent, each safe to rerun, none sleeps: a 429 skips work until t
 - release sweep: `escrow.claims.release_sweep`, every 5 minutes;
 - expiry: `escrow.expiry.expire_due`, hourly;
 - settlement: `escrow.settlement.settle_due` for every ended, unsettled month, on the 1st
-  of the month at 00:15 UTC (and once at start, to catch up a month the worker missed).
+  of the month at 00:15 UTC (and once at start, to catch up a month the worker missed),
+  with a ledger check before and after (`escrow.selfcheck`); a failed check stops it
+  until a maintainer's `tipjar audit` is clean.
+- self-check: `escrow.selfcheck.run_check`, daily: the ledger audited and the result
+  recorded.
+
+Each run is counted in the metrics (`bot.metrics.job_run`) and logs under its job's name
+(`bot.logs.log_context`).
 
 Every job also runs once when the scheduler becomes active. `coalesce=True` and
 `max_instances=1`: a late job runs once, never beside itself.
@@ -47,9 +54,13 @@ from sqlalchemy.engine import make_url
 from bot import app
 from bot.config import Settings
 from bot.listener import poll_once
+from bot.logs import log_context
+from bot.metrics import job_run
 from bot.notices import NoticePlan, plan_notices
 from bot.outbox import send_pending
 from bot.platforms import Platform
+from bot.status import record_poll
+from escrow import selfcheck
 from escrow.claims import release_sweep
 from escrow.db import is_sqlite, transaction
 from escrow.expiry import expire_due
@@ -64,6 +75,7 @@ LOCK_CHECK_SECONDS = 5.0
 NOTICES_EVERY = timedelta(minutes=1)
 RELEASE_EVERY = timedelta(minutes=5)
 EXPIRY_EVERY = timedelta(hours=1)
+SELF_CHECK_EVERY = timedelta(days=1)
 SEND_LIMIT = 50
 
 JOB_POLL = "poll"
@@ -71,6 +83,7 @@ JOB_NOTICES = "notices"
 JOB_RELEASE = "release_sweep"
 JOB_EXPIRY = "expiry"
 JOB_SETTLEMENT = "settlement"
+JOB_SELF_CHECK = "self_check"
 JOB_LOCK_CHECK = "lock_check"
 
 
@@ -220,8 +233,17 @@ class Jobs:
         for platform in self.platforms:
             if self.stop.is_set():
                 break
-            result = poll_once(
-                self.engine, platform, self.settings, clock=self.clock, should_stop=self.stop
+            with log_context(platform=platform.name):
+                result = poll_once(
+                    self.engine, platform, self.settings, clock=self.clock, should_stop=self.stop
+                )
+            record_poll(
+                self.engine,
+                platform.name,
+                result.mentions_seen,
+                result.outcomes,
+                ok=result.ok and result.rate_limited_until is None,
+                now=self.clock(),
             )
             if result.error:
                 log.warning("poll %s: %s", platform.name, result.error)
@@ -308,6 +330,36 @@ class Jobs:
         for summary in settled or ():
             log.info("settlement: %s", summary)
 
+    def self_check(self) -> None:
+        run = selfcheck.run_check(self.engine, selfcheck.DAILY, self.clock)
+        if not run.ok:
+            log.error(
+                "self-check: the ledger has %d problem(s); settlement stops until"
+                " `tipjar audit` is clean",
+                run.problems,
+            )
+
+    def checked_settlement(self) -> None:
+        """The settlement between two ledger checks, as liberapay's payday does."""
+        try:
+            _, after = selfcheck.around_settlement(self.engine, self.clock, self.settlement)
+        except selfcheck.LedgerUnsound as e:
+            log.error("settlement: %s", e)
+            return
+        if not after.ok:
+            log.error("settlement: the ledger check after it found %d problem(s)", after.problems)
+
+
+def instrumented(job_id: str, func: Callable[[], None]) -> Callable[[], None]:
+    """`func` counted in the metrics and logging under the job's name."""
+
+    def run() -> None:
+        with log_context(job=job_id), job_run(job_id):
+            func()
+
+    run.__name__ = run.__qualname__ = f"{job_id}_job"
+    return run
+
 
 def settlement_entry_point() -> Callable[..., Any] | None:
     """The settlement run the job calls (a seam: tests replace it, or remove it with None)."""
@@ -330,17 +382,18 @@ def build_scheduler(
         JOB_NOTICES: (jobs.notices, NOTICES_EVERY),
         JOB_RELEASE: (jobs.release_sweep, RELEASE_EVERY),
         JOB_EXPIRY: (jobs.expiry, EXPIRY_EVERY),
+        JOB_SELF_CHECK: (jobs.self_check, SELF_CHECK_EVERY),
     }
     for job_id, (func, interval) in every.items():
         scheduler.add_job(
-            func,
+            instrumented(job_id, func),
             IntervalTrigger(seconds=interval.total_seconds()),
             id=job_id,
             next_run_time=now,
             **once,
         )
     scheduler.add_job(
-        jobs.settlement,
+        instrumented(JOB_SETTLEMENT, jobs.checked_settlement),
         CronTrigger(day=1, hour=0, minute=15, timezone="UTC"),
         id=JOB_SETTLEMENT,
         next_run_time=now,

@@ -428,3 +428,25 @@ mastodon_sign_ins = Table(
     Column("used_at", UTCDateTime),
 )
 Index("ix_mastodon_sign_ins_created_at", mastodon_sign_ins.c.created_at)
+
+# --- operations: the ledger's self-checks (migration 0007) -----------------------------
+
+AUDIT_TRIGGERS = ("daily", "before_settlement", "after_settlement", "maintainer")
+
+# One row per run of `check_ledger`: the worker's daily self-check and the checks around a
+# settlement, and every `tipjar audit` a maintainer runs. While the newest failed run is
+# newer than the newest clean run by a maintainer, settlement (and payouts) stay stopped.
+audit_runs = Table(
+    "audit_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("trigger", String(24), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("problems", Integer, nullable=False),
+    Column("details", Text, nullable=False),  # JSON: [{"kind", "message"}], the first ones
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    CheckConstraint(f"trigger IN {AUDIT_TRIGGERS!r}", name="trigger"),
+    CheckConstraint("problems >= 0 AND ok = (problems = 0)", name="ok_iff_clean"),
+)
+Index("ix_audit_runs_ok_trigger", audit_runs.c.ok, audit_runs.c.trigger, audit_runs.c.id)

@@ -112,6 +112,7 @@ from escrow.schema import (
     tips,
     transfers,
 )
+from escrow.selfcheck import require_sound_ledger
 
 # Batches settled at once on PostgreSQL, each on a connection of its own. The work of a
 # batch is the database server's, one core each; two was the fastest on a 2-core server
@@ -846,6 +847,9 @@ def settle(
         raise ValueError("a batch needs at least one supporter")
     if workers is not None and workers < 1:
         raise ValueError("a settlement needs at least one worker")
+    with engine.connect() as conn:
+        # A failed self-check stops settlement until a maintainer's audit is clean.
+        require_sound_ledger(conn, "settlement")
     if is_sqlite(engine):
         workers = 1
     elif workers is None:

@@ -157,3 +157,17 @@ def rsps() -> Iterator[responses.RequestsMock]:
     """X (or any HTTP peer) faked at the HTTP boundary; unused registrations are fine."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Commands set up logging for their process (`bot.logs.configure_logging`); in-process
+    runs must not leave their handler and level to the tests after them."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)

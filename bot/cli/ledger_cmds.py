@@ -7,7 +7,9 @@ import click
 from bot.cli.context import Context
 from bot.cli.output import EXIT_PROBLEM, EXIT_USAGE, emit_json, fail, money, progress, table, when
 from bot.config import ConfigError, load_settings
-from escrow.ledger import LedgerError
+from escrow import selfcheck
+from escrow.db import transaction
+from escrow.ledger import LedgerError, utcnow
 from escrow.migrate import current_revision, head_revision, upgrade
 from escrow.money import Money, MoneyError
 from escrow.pending_flattrs import count_pending_flattrs
@@ -306,11 +308,20 @@ def expire(ctx: Context, once: bool, batch: int, as_json: bool) -> None:
 def audit(ctx: Context, as_json: bool) -> None:
     """Recompute the ledger from its transfers; exit 1 when anything is off.
 
+    The result is recorded: after a failed self-check of the worker, settlement waits
+    for a clean run of this command.
+
     \b
     Example:
       tipjar audit --json
     """
+    started = utcnow()
     problems = ctx.ledger.check_ledger()
+    # Recorded: a clean audit by a maintainer is what lets a stopped settlement run again.
+    transaction(
+        ctx.engine,
+        lambda conn: selfcheck.record(conn, selfcheck.MAINTAINER, problems, started, utcnow()),
+    )
     if as_json:
         emit_json(
             {

@@ -6,11 +6,12 @@ import click
 
 from bot import app
 from bot.cli.context import Context
-from bot.cli.output import emit_json, fail, money, progress
+from bot.cli.output import EXIT_PROBLEM, emit_json, fail, money, progress
 from escrow.db import transaction
 from escrow.flattrs import set_budget
 from escrow.ledger import LedgerError, utcnow
 from escrow.money import Money, MoneyError
+from escrow.selfcheck import LedgerUnsound, around_settlement
 from escrow.settlement import DEFAULT_WORKERS, settle
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -41,18 +42,31 @@ def settle_cmd(ctx: Context, period: str, batch: int, workers: int | None, as_js
     engine = ctx.engine
     try:
         with progress(None, f"settling {period}") as bar:
-            summary = settle(
+            # Checked before and after, as the worker's settlement is.
+            summary, after = around_settlement(
                 engine,
-                app.policy(settings),
-                period,
-                utcnow(),
-                batch=max(1, batch),
-                workers=workers,
-                progress=bar.update,
-                default_budget_minor=settings.min_monthly_budget_minor,
+                utcnow,
+                lambda: settle(
+                    engine,
+                    app.policy(settings),
+                    period,
+                    utcnow(),
+                    batch=max(1, batch),
+                    workers=workers,
+                    progress=bar.update,
+                    default_budget_minor=settings.min_monthly_budget_minor,
+                ),
             )
+    except LedgerUnsound as e:
+        fail(str(e), EXIT_PROBLEM)
     except LedgerError as e:
         fail(str(e))
+    if not after.ok:
+        click.echo(
+            f"tipjar: the ledger check after the settlement found {after.problems} problem(s):"
+            " run `tipjar audit`",
+            err=True,
+        )
     if as_json:
         emit_json(summary.as_json())
         return

@@ -5,18 +5,18 @@ Each works on every platform in PLATFORMS (X by default, Mastodon, or both).
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
 from bot.cli.context import Context
 from bot.cli.output import EXIT_PROBLEM, emit_json, fail, table, when
+from bot.errors import init_sentry
 from bot.listener import PAGE_SIZE, PollResult, poll_once
+from bot.logs import configure_logging, log_context
 from bot.notices import plan_notices
 from bot.outbox import SendResult, list_outbox, send_pending
 from bot.platforms import Platform
 from bot.platforms.wiring import PlatformNotConfigured, build_platforms
+from bot.status import record_poll
 from escrow.db import transaction
 from escrow.ledger import utcnow
 from escrow.schema import OUTBOX_STATES
@@ -26,16 +26,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 def _logging(ctx: Context) -> None:
-    logging.basicConfig(
-        level=ctx.settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if ctx.settings.log_level != "DEBUG":
-        # APScheduler logs every run of every job at INFO (the poll runs each minute or
-        # more often); our jobs log what they did. Alembic announces its dialect.
-        for noisy in ("apscheduler", "alembic"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(ctx.settings)
+    init_sentry(ctx.settings)
 
 
 def _platforms(ctx: Context) -> list[Platform]:
@@ -66,9 +58,7 @@ def poll(ctx: Context, once: bool, page_size: int, as_json: bool) -> None:
       tipjar poll --once --json
     """
     _logging(ctx)
-    results = {
-        p.name: poll_once(ctx.engine, p, ctx.settings, page_size=page_size) for p in _platforms(ctx)
-    }
+    results = {p.name: _poll(ctx, p, page_size) for p in _platforms(ctx)}
     if as_json:
         if len(results) == 1:
             emit_json(next(iter(results.values())).to_json())
@@ -79,6 +69,17 @@ def poll(ctx: Context, once: bool, page_size: int, as_json: bool) -> None:
             _say_poll(name, result, heading=len(results) > 1)
     if any(r.error for r in results.values()):
         raise SystemExit(EXIT_PROBLEM)
+
+
+def _poll(ctx: Context, platform: Platform, page_size: int) -> PollResult:
+    """One platform's poll, logged under its name and recorded for `tipjar status`."""
+    with log_context(job="poll", platform=platform.name):
+        result = poll_once(ctx.engine, platform, ctx.settings, page_size=page_size)
+    polled = result.ok and result.rate_limited_until is None
+    record_poll(
+        ctx.engine, platform.name, result.mentions_seen, result.outcomes, ok=polled, now=utcnow()
+    )
+    return result
 
 
 def _say_poll(name: str, result: PollResult, heading: bool) -> None:
@@ -232,10 +233,13 @@ def worker(ctx: Context) -> None:
     Example:
       tipjar worker
     """
+    from bot.metrics_state import serve_worker_metrics
     from bot.scheduler import run_worker  # APScheduler is loaded only by the worker
 
     _logging(ctx)
     first, *others = _platforms(ctx) or fail("PLATFORMS names no platform")
+    # METRICS_PORT: /metrics for Prometheus, on loopback unless an address is given.
+    serve_worker_metrics(ctx.settings, ctx.engine)
     raise SystemExit(
         run_worker(ctx.settings, engine=ctx.engine, platform=first, others=tuple(others))
     )

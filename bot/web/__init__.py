@@ -25,9 +25,11 @@ from sqlalchemy import Engine
 
 from bot import app as composition
 from bot.config import ConfigError, Settings, load_settings
+from bot.errors import init_sentry
 from bot.hosts import is_loopback
+from bot.logs import configure_logging
 from bot.platforms.x.signin import XSignIn
-from bot.web import mastodon, security, views
+from bot.web import admin, mastodon, security, views
 from bot.web.context import Web
 from escrow.ledger import Clock, utcnow
 
@@ -77,9 +79,8 @@ def create_app(
     settings = settings or load_settings()
     if not logging.getLogger().handlers:
         # Under gunicorn nothing else sets up logging; the app's own lines must go somewhere.
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings)
+    init_sentry(settings)
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=session_secret(settings),
@@ -105,4 +106,5 @@ def create_app(
     security.install(app, settings.x_oauth_authorize_url)
     views.register(app, web)
     mastodon.register(app, web)
+    admin.register(app, web)
     return app

@@ -3,7 +3,7 @@
 The OAuth callback carries X's one-time authorization code and the state in its query
 string, and any URL may carry something a person pasted; an access log is read by more
 people than the database. So both servers log the path alone: gunicorn in production
-(`ACCESS_LOG_FORMAT`, used by `gunicorn_conf`, which the Procfile names) and werkzeug's
+(`ACCESS_LOG_FORMAT`, used by `bot.gunicorn_conf`, which the Procfile names) and werkzeug's
 server behind `tipjar web` (`PathOnlyRequestHandler`). The referrer is left out too.
 """
 

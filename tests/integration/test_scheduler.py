@@ -104,11 +104,18 @@ def test_the_scheduler_runs_every_job_in_utc_coalesced_and_never_beside_itself(e
 
     assert str(scheduler.timezone) == "UTC"
     by_id = {job.id: job for job in scheduler.get_jobs()}
-    assert set(by_id) == {"poll", "notices", "release_sweep", "expiry", "settlement"}
+    assert set(by_id) == {
+        "poll",
+        "notices",
+        "release_sweep",
+        "expiry",
+        "self_check",
+        "settlement",
+    }
     assert all(job.coalesce and job.max_instances == 1 for job in by_id.values())
     intervals = {
         name: by_id[name].trigger.interval
-        for name in ("poll", "notices", "release_sweep", "expiry")
+        for name in ("poll", "notices", "release_sweep", "expiry", "self_check")
         if isinstance(by_id[name].trigger, IntervalTrigger)
     }
     assert intervals == {
@@ -116,6 +123,7 @@ def test_the_scheduler_runs_every_job_in_utc_coalesced_and_never_beside_itself(e
         "notices": timedelta(minutes=1),
         "release_sweep": timedelta(minutes=5),
         "expiry": timedelta(hours=1),
+        "self_check": timedelta(days=1),
     }
     monthly = by_id["settlement"].trigger
     assert isinstance(monthly, CronTrigger)

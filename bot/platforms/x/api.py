@@ -29,6 +29,7 @@ import tweepy
 from requests.adapters import HTTPAdapter
 
 from bot.hosts import is_loopback
+from bot.metrics import observe_api_call
 from bot.platforms.port import (
     DuplicateContent,
     Mention,
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.twitter.com"
+PLATFORM = "x"  # the platform label of this adapter's metrics
 
 # Keys of `XApi.rate_limits`: one per endpoint template, as X meters them.
 ENDPOINT_MENTIONS = "GET /2/users/:id/mentions"
@@ -727,6 +729,7 @@ class TweepyXApi:
                 response = send()
             except tweepy.errors.HTTPException as exc:
                 status = exc.response.status_code
+                _observe(endpoint, exc.response)
                 if record:
                     self._record(endpoint, exc.response)
                 if status == 429:
@@ -741,9 +744,11 @@ class TweepyXApi:
                 )
                 cause: Exception = exc
             except _RETRYABLE_REQUEST_ERRORS as exc:
+                observe_api_call(PLATFORM, endpoint, None)
                 failure = TransientError(f"{endpoint}: {type(exc).__name__}", endpoint=endpoint)
                 cause = exc
             except requests.RequestException as exc:
+                observe_api_call(PLATFORM, endpoint, None)
                 raise TransientError(
                     f"{endpoint}: {type(exc).__name__}", endpoint=endpoint
                 ) from exc
@@ -753,6 +758,7 @@ class TweepyXApi:
                     f"{endpoint}: malformed error response", endpoint=endpoint
                 ) from exc
             else:
+                _observe(endpoint, response)
                 if record:
                     self._record(endpoint, response)
                 return self._json(endpoint, response)
@@ -865,6 +871,16 @@ def _users_of(body: Mapping[str, Any]) -> list[PlatformUser]:
     if isinstance(data, list) and all(isinstance(item, dict) for item in data):
         return [_parse_user(item) for item in data]
     raise _Malformed("data is neither a user nor a list of users")
+
+
+def _observe(endpoint: str, response: requests.Response) -> None:
+    """Count the call in the metrics, with the rate limit its answer left."""
+    observe_api_call(
+        PLATFORM,
+        endpoint,
+        response.status_code,
+        _header_int(response, "x-rate-limit-remaining"),
+    )
 
 
 def _header_int(response: requests.Response, name: str) -> int | None:
