@@ -70,7 +70,6 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.twitter.com"
-PLATFORM = "x"  # the platform label of this adapter's metrics
 
 # Keys of `XApi.rate_limits`: one per endpoint template, as X meters them.
 ENDPOINT_MENTIONS = "GET /2/users/:id/mentions"
