@@ -29,6 +29,11 @@ from contextlib import contextmanager
 from prometheus_client import Counter, Gauge, Histogram
 
 MENTIONS_READ = Counter("tipjar_mentions_read", "Mentions read from a platform.", ["platform"])
+MISSED_WINDOW = Counter(
+    "tipjar_mentions_missed_window",
+    "Polls that found mentions older than the platform lets the bot read (lost to its window).",
+    ["platform"],
+)
 TIPS = Counter(
     "tipjar_tips",
     "Mentions processed, by the outcome of what they asked (tipped, held, flattred, refusals).",
@@ -71,9 +76,15 @@ WEBHOOK_EVENTS = Counter(
 )
 
 
-def observe_poll(platform: str, mentions_seen: int, outcomes: Iterable[tuple[str, int]]) -> None:
-    """Count one poll's mentions and the outcome of each one processed."""
+def observe_poll(
+    platform: str,
+    mentions_seen: int,
+    outcomes: Iterable[tuple[str, int]],
+    missed_window: int = 0,
+) -> None:
+    """Count one poll's mentions, the outcome of each one processed, and a missed window."""
     MENTIONS_READ.labels(platform).inc(mentions_seen)
+    MISSED_WINDOW.labels(platform).inc(missed_window)
     for outcome, n in outcomes:
         TIPS.labels(platform, outcome).inc(n)
 

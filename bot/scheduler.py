@@ -244,6 +244,7 @@ class Jobs:
                 result.outcomes,
                 ok=result.ok and result.rate_limited_until is None,
                 now=self.clock(),
+                missed_window=result.missed_window,
             )
             if result.error:
                 log.warning("poll %s: %s", platform.name, result.error)

@@ -365,9 +365,10 @@ def record_poll(
     *,
     ok: bool,
     now: datetime,
+    missed_window: int = 0,
 ) -> None:
     """Count a poll in the metrics and, when it succeeded, remember when (`poll_key`)."""
-    observe_poll(platform, mentions_seen, outcomes.items())
+    observe_poll(platform, mentions_seen, outcomes.items(), missed_window)
     if ok:
         transaction(engine, lambda conn: _put_time(conn, poll_key(platform), now))
 

@@ -77,7 +77,13 @@ def _poll(ctx: Context, platform: Platform, page_size: int) -> PollResult:
         result = poll_once(ctx.engine, platform, ctx.settings, page_size=page_size)
     polled = result.ok and result.rate_limited_until is None
     record_poll(
-        ctx.engine, platform.name, result.mentions_seen, result.outcomes, ok=polled, now=utcnow()
+        ctx.engine,
+        platform.name,
+        result.mentions_seen,
+        result.outcomes,
+        ok=polled,
+        now=utcnow(),
+        missed_window=result.missed_window,
     )
     return result
 
