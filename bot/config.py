@@ -15,10 +15,14 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from escrow.money import Money, MoneyError, currency
+from bot.hosts import is_loopback
+from escrow.money import MAX_MINOR, Money, MoneyError, currency
 
 
 class ConfigError(Exception):
@@ -31,6 +35,10 @@ class ConfigError(Exception):
 
 _DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*\Z")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# No duration tipjar reads needs more than ten years; anything longer is a typo, and a
+# far longer one would overflow the date arithmetic of every poll.
+MAX_DURATION = timedelta(days=3650)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -38,10 +46,13 @@ def parse_duration(text: str) -> timedelta:
     m = _DURATION.match(text)
     if not m:
         raise ValueError(f"{text!r} is not a duration (use forms like 90d, 12h, 15m, 30s)")
-    value = int(m.group(1))
+    digits, unit = m.group(1), m.group(2)
+    value = int(digits) if len(digits) <= 12 else 10**12
     if value <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
-    return timedelta(**{_UNITS[m.group(2)]: value})
+    if value * _UNIT_SECONDS[unit] > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text.strip()!r} is longer than the most allowed, 3650d (ten years)")
+    return timedelta(**{_UNITS[unit]: value})
 
 
 def format_duration(delta: timedelta) -> str:
@@ -95,6 +106,14 @@ class Settings:
     poll_interval: timedelta = timedelta(seconds=60)
     notice_schedule: NoticeSchedule = NoticeSchedule()
     notices_per_day: int = 50
+    notice_min_held_minor: int = 100
+    notices_per_supporter_per_day: int = 3
+    replies_per_day: int = 200
+    # The platform bills in USD: the spend cap and the prices are integer micro-dollars.
+    x_daily_budget_usd_micros: int = 5_000_000
+    x_price_post_usd_micros: int = 15_000
+    x_price_post_with_link_usd_micros: int = 200_000
+    x_price_mention_read_usd_micros: int = 1_000
     x_bot_username: str = "flattr"
     x_bot_user_id: str = ""
     x_bearer_token: str = _secret()
@@ -145,6 +164,10 @@ class Settings:
         return self.money(self.min_monthly_budget_minor)
 
     @property
+    def notice_min_held(self) -> Money:
+        return self.money(self.notice_min_held_minor)
+
+    @property
     def callback_url(self) -> str:
         return self.public_base_url.rstrip("/") + "/oauth/callback"
 
@@ -173,9 +196,12 @@ class Settings:
         """Every key with its value as text, secrets shown only as set or not set."""
         out = {}
         for key, spec in KEYS.items():
-            value = getattr(self, key.lower())
+            attr = f"{key.lower()}_usd_micros" if key in _USD_KEYS else key.lower()
+            value = getattr(self, attr)
             if spec.secret:
                 out[key] = "(set)" if value else "(not set)"
+            elif key == "DATABASE_URL":
+                out[key] = mask_database_url(value)
             else:
                 out[key] = spec.show(value)
         return out
@@ -215,11 +241,36 @@ def _url(text: str) -> str:
     return text.rstrip("/")
 
 
+def _endpoint(text: str) -> str:
+    """An http(s) URL that carries tokens: plain http only to this machine (the sandbox)."""
+    url = _url(text)
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+        raise ValueError(f"{url!r} must use https:// (plain http:// only to this machine)")
+    return url
+
+
+def mask_database_url(url: str) -> str:
+    """The URL with its password replaced by ***, for anything shown to a person."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"://[^@/]*@", "://***@", url)
+
+
 def _database_url(text: str) -> str:
     text = text.strip()
     if not re.match(r"(sqlite|postgres|postgresql)(\+\w+)?://", text):
-        raise ValueError(f"{text!r} is not a sqlite:/// or postgresql:// URL")
+        raise ValueError(f"{mask_database_url(text)!r} is not a sqlite:/// or postgresql:// URL")
     return text
+
+
+def usd_micros(text: str) -> int:
+    """A USD price or budget such as ``0.015`` or ``5.00`` -> integer micro-dollars."""
+    m = re.fullmatch(r"\s*(\d{1,9})(?:\.(\d{1,6}))?\s*", text)
+    if not m:
+        raise ValueError(f"{text!r} is not an amount of US dollars (e.g. 0.015 or 5.00)")
+    return int(m.group(1)) * 1_000_000 + int((m.group(2) or "").ljust(6, "0"))
 
 
 def _username(text: str) -> str:
@@ -277,7 +328,19 @@ def _schedule_show(s: NoticeSchedule) -> str:
     return ",".join(parts) or "none"
 
 
-_MONEY_KEYS = {"MIN_TIP", "MAX_TIP", "MIN_MONTHLY_BUDGET"}
+_MONEY_KEYS = {"MIN_TIP", "MAX_TIP", "MIN_MONTHLY_BUDGET", "NOTICE_MIN_HELD"}
+_USD_KEYS = {
+    "X_DAILY_BUDGET",
+    "X_PRICE_POST",
+    "X_PRICE_POST_WITH_LINK",
+    "X_PRICE_MENTION_READ",
+}
+
+
+def _show_usd(micros: int) -> str:
+    dollars, rest = divmod(micros, 1_000_000)
+    return f"{dollars}.{str(rest).rjust(6, '0').rstrip('0').ljust(2, '0')} USD"
+
 
 KEYS: dict[str, KeySpec] = {
     "DATABASE_URL": KeySpec("database URL: sqlite:///tipjar.db or postgresql://...", _database_url),
@@ -296,6 +359,17 @@ KEYS: dict[str, KeySpec] = {
         "when creators hear of waiting money", parse_notice_schedule, _schedule_show
     ),
     "NOTICES_PER_DAY": KeySpec("cap on notice tweets per day", _positive_int),
+    "NOTICE_MIN_HELD": KeySpec("a creator's first notice waits until this much is held"),
+    "NOTICES_PER_SUPPORTER_PER_DAY": KeySpec(
+        "notices one supporter's tips may trigger per day", _positive_int
+    ),
+    "REPLIES_PER_DAY": KeySpec("cap on replies to supporters per day", _positive_int),
+    "X_DAILY_BUDGET": KeySpec("estimated X spend cap per day, USD", usd_micros, _show_usd),
+    "X_PRICE_POST": KeySpec("what X bills per post, USD", usd_micros, _show_usd),
+    "X_PRICE_POST_WITH_LINK": KeySpec(
+        "what X bills per post with a link, USD", usd_micros, _show_usd
+    ),
+    "X_PRICE_MENTION_READ": KeySpec("what X bills per mention read, USD", usd_micros, _show_usd),
     "X_BOT_USERNAME": KeySpec("the bot's handle without @", _username),
     "X_BOT_USER_ID": KeySpec("the bot's numeric X user id", _user_id),
     "X_BEARER_TOKEN": KeySpec("app bearer token (reads mentions and users)", secret=True),
@@ -305,9 +379,9 @@ KEYS: dict[str, KeySpec] = {
     "X_ACCESS_TOKEN_SECRET": KeySpec("the bot account's access token secret", secret=True),
     "X_CLIENT_ID": KeySpec("OAuth 2.0 client id (Sign in with X)"),
     "X_CLIENT_SECRET": KeySpec("OAuth 2.0 client secret", secret=True),
-    "X_API_BASE_URL": KeySpec("X API host", _url),
-    "X_OAUTH_AUTHORIZE_URL": KeySpec("OAuth 2.0 authorize page", _url),
-    "X_OAUTH_TOKEN_URL": KeySpec("OAuth 2.0 token endpoint", _url),
+    "X_API_BASE_URL": KeySpec("X API host", _endpoint),
+    "X_OAUTH_AUTHORIZE_URL": KeySpec("OAuth 2.0 authorize page", _endpoint),
+    "X_OAUTH_TOKEN_URL": KeySpec("OAuth 2.0 token endpoint", _endpoint),
     "PUBLIC_BASE_URL": KeySpec("where the web app is reachable", _url),
     "SECRET_KEY": KeySpec("signs session cookies; 32+ random characters", secret=True),
     "LOG_LEVEL": KeySpec("DEBUG, INFO, WARNING or ERROR", _log_level),
@@ -365,6 +439,8 @@ def load_settings(
         try:
             if key in _MONEY_KEYS:
                 parsed[key] = raw
+            elif key in _USD_KEYS:
+                parsed[f"{key.lower()}_usd_micros"] = spec.parse(raw)
             else:
                 parsed[key.lower()] = spec.parse(raw)
         except ValueError as e:
@@ -379,10 +455,21 @@ def load_settings(
                 problems.append(f"{key}: {e}")
     settings = Settings(**{k: v for k, v in parsed.items() if k in _FIELD_NAMES})
 
-    if settings.min_tip_minor <= 0:
-        problems.append("MIN_TIP: must be more than zero")
-    if settings.max_tip_minor < settings.min_tip_minor:
-        problems.append("MAX_TIP: must not be below MIN_TIP")
+    problems += _bound_problems(settings)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _bound_problems(settings: Settings) -> list[str]:
+    """Cross-key and range checks that need every value parsed first."""
+    problems = []
+    for key in sorted(_MONEY_KEYS):
+        minor = getattr(settings, f"{key.lower()}_minor")
+        if minor <= 0:
+            problems.append(f"{key}: must be more than zero")
+        elif minor > MAX_MINOR:
+            problems.append(f"{key}: {settings.money(minor)} is above the largest amount allowed")
+    if settings.max_tip_minor < settings.min_tip_minor:
+        problems.append("MAX_TIP: must not be below MIN_TIP")
+    return problems

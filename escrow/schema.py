@@ -37,6 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import text, true
 from sqlalchemy.types import TypeDecorator
 
+from escrow.money import MAX_MINOR
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -114,6 +116,9 @@ accounts = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("claimed_at", UTCDateTime),
+    # Bumped when the account signs out, claims or refuses: every session cookie carries
+    # the version it was issued under, so an older copy of the cookie stops working.
+    Column("session_version", Integer, nullable=False, server_default="0"),
     UniqueConstraint("platform", "platform_user_id"),
     CheckConstraint(f"status IN {ACCOUNT_STATUSES!r}", name="status"),
     CheckConstraint(
@@ -124,6 +129,12 @@ accounts = Table(
     CheckConstraint(
         "NOT no_overdraft OR credits_posted - debits_posted - debits_pending >= 0",
         name="no_overdraft",
+    ),
+    # Far below 2^63 (escrow.money.MAX_MINOR); SQLite enforces it with triggers (0007).
+    CheckConstraint(
+        f"debits_posted <= {MAX_MINOR} AND credits_posted <= {MAX_MINOR}"
+        f" AND debits_pending <= {MAX_MINOR} AND credits_pending <= {MAX_MINOR}",
+        name="counters_bounded",
     ),
 )
 Index("ix_accounts_handle_key", accounts.c.handle_key, accounts.c.updated_at)
@@ -146,6 +157,7 @@ transfers = Table(
     Column("tip_id", Id),
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(f"amount_minor <= {MAX_MINOR}", name="amount_bounded"),
     CheckConstraint("debit_account_id <> credit_account_id", name="distinct_accounts"),
     CheckConstraint(f"kind IN {TRANSFER_KINDS!r}", name="kind"),
     CheckConstraint(
@@ -228,6 +240,7 @@ deposits = Table(
     Column("transfer_id", Id, ForeignKey("transfers.id"), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("length(reference) <= 128", name="reference_length"),
 )
 
 # --- platform: processed mentions, outbox, notices (migration 0002) --------------------
@@ -270,6 +283,9 @@ outbox = Table(
     Column("sent_at", UTCDateTime),
     # Where it is posted: the relay of each platform sends only its own rows (0006).
     Column("platform", String(16), nullable=False, server_default="x"),
+    # The supporter whose tip led to this post (notices): one supporter's tips may trigger
+    # only so many notices a day (NOTICES_PER_SUPPORTER_PER_DAY). Migration 0007.
+    Column("supporter_account_id", Id),
     CheckConstraint(f"kind IN {OUTBOX_KINDS!r}", name="kind"),
     CheckConstraint(f"state IN {OUTBOX_STATES!r}", name="state"),
     CheckConstraint("attempts >= 0", name="attempts_non_negative"),
@@ -280,6 +296,22 @@ Index("ix_outbox_state_next_attempt_at", outbox.c.state, outbox.c.next_attempt_a
 Index("ix_outbox_kind_created_at", outbox.c.kind, outbox.c.created_at)
 Index("ix_outbox_recipient_user_id", outbox.c.recipient_user_id, outbox.c.kind, outbox.c.created_at)
 Index("ix_outbox_recipient_account_id", outbox.c.recipient_account_id, outbox.c.kind)
+
+# What the bot spent on the platform, per UTC day: reads and posts counted as they happen,
+# the estimated bill in integer micro-dollars (the platform bills in USD), and the posts the
+# daily budget deferred to the next day or dropped. `tipjar costs` reads it. Migration 0007.
+platform_usage = Table(
+    "platform_usage",
+    metadata,
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("platform", String(16), primary_key=True),
+    Column("reads", Integer, nullable=False, server_default="0"),
+    Column("posts", Integer, nullable=False, server_default="0"),
+    Column("posts_with_link", Integer, nullable=False, server_default="0"),
+    Column("spend_usd_micros", BigInteger, nullable=False, server_default="0"),
+    Column("deferred", Integer, nullable=False, server_default="0"),
+    Column("dropped", Integer, nullable=False, server_default="0"),
+)
 
 # Per creator: the notice cycle (a cycle opens with the first hold and closes when no hold
 # is left) and the opt-out, which ends notices for good.

@@ -41,8 +41,10 @@ def check_config(as_json: bool) -> None:
     if as_json:
         emit_json({"ok": not problems, "problems": problems, "settings": settings.redacted()})
     else:
-        for key, value in settings.redacted().items():
-            click.echo(f"{key:24} {value}")
+        shown = settings.redacted()
+        width = max(map(len, shown))
+        for key, value in shown.items():
+            click.echo(f"{key:{width}} {value}")
     if problems:
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
