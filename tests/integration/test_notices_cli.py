@@ -118,3 +118,44 @@ def test_a_handle_unknown_here_is_looked_up_on_x_by_maintainer_commands(sandbox,
     assert view is not None and view.available_minor == 500 and view.handle == "erin"
     missing = tipjar(env, "funds", "deposit", "@nobody_at_all", "5.00", "--reference", "bank-2")
     assert missing.exit_code == 2 and "not known" in missing.stderr
+
+
+def test_a_renamed_handle_is_resolved_on_x_not_from_the_stale_local_snapshot(sandbox, env, ledger):
+    world = sandbox.world
+    bob = world.add_user("bob")
+    ledger.deposit(Identity.x(bob.id, "bob"), Money(100), "old")  # snapshot: @bob = bob.id
+    world.rename(bob, "bob_renamed")
+    stranger = world.add_user("bob")  # someone else takes the free handle
+
+    result = tipjar(env, "funds", "deposit", "@bob", "5.00", "--reference", "bank-1")
+
+    assert result.exit_code == 0, result.stderr
+    assert ledger.account(Identity.x(stranger.id)).available_minor == 500
+    assert ledger.account(Identity.x(bob.id)).available_minor == 100
+
+
+def test_a_handle_gone_from_x_is_refused_even_if_a_stale_snapshot_has_it(sandbox, env, ledger):
+    world = sandbox.world
+    carol = world.add_user("carol")
+    ledger.deposit(Identity.x(carol.id, "carol"), Money(100), "old")
+    world.remove_user(carol)
+
+    result = tipjar(env, "funds", "deposit", "@carol", "5.00", "--reference", "bank-1")
+
+    assert result.exit_code == 2 and "not known on X" in result.stderr
+    assert ledger.account(Identity.x(carol.id)).available_minor == 100
+
+
+def test_with_x_unreachable_the_snapshot_is_used_with_a_warning_naming_its_id(sandbox, env, ledger):
+    world = sandbox.world
+    dana = world.add_user("dana")
+    ledger.deposit(Identity.x(dana.id, "dana"), Money(100), "old")
+    world.fail_next("/2/users/by", 503, count=10)
+
+    result = tipjar(env, "funds", "deposit", "@dana", "5.00", "--reference", "bank-1")
+
+    assert result.exit_code == 0, result.stderr
+    assert "warning" in result.stderr and f"x:{dana.id}" in result.stderr
+    assert ledger.account(Identity.x(dana.id)).available_minor == 600
+    by_id = tipjar(env, "funds", "deposit", f"x:{dana.id}", "1.00", "--reference", "bank-2")
+    assert by_id.exit_code == 0, by_id.stderr
