@@ -46,7 +46,7 @@ from bot.config import Settings, load_settings
 from bot.demo_mastodon import mastodon_act
 from bot.hosts import is_loopback
 from bot.listener import poll_once
-from bot.notices import plan_notices
+from bot.notices import NOTICE_DELAY, plan_notices
 from bot.outbox import send_pending
 from bot.platforms.x.api import TweepyXApi
 from bot.platforms.x.sandbox import Sandbox, Tweet, User
@@ -211,6 +211,8 @@ def stage(
                 "HOLD_PERIOD": "90d",
                 "MIN_MONTHLY_BUDGET": "2.00",
                 "NOTICE_SCHEDULE": "first,before-expiry:14d",
+                # The story's reply tip is €0.50: this deployment tells creators of that.
+                "NOTICE_MIN_HELD": "0.50",
                 "PUBLIC_BASE_URL": web_url,
                 "SECRET_KEY": secrets.token_urlsafe(48),
                 "LOG_LEVEL": "WARNING",
@@ -399,6 +401,11 @@ def poll(st: Stage, n: Narrator) -> None:
 
 def notices(st: Stage, n: Narrator) -> None:
     n.heading("The bot tells the creators, in the tip's thread")
+    st.clock.advance(NOTICE_DELAY)
+    n.say(
+        f"(the clock moves to {_at(st.clock())}: a tip counts for a notice once it has stood"
+        " a day, so one taken back at once never makes the bot post)"
+    )
     n.say("The worker's notices job (what `tipjar notices send --once` runs):")
     now = st.clock()
     plan = transaction(st.engine, lambda conn: plan_notices(conn, st.settings, now))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import select, update
 
 from bot.cli import main
 from bot.platforms.x.sandbox import Sandbox
 from escrow.db import make_engine
 from escrow.ledger import Identity, Policy
 from escrow.money import Money
+from escrow.schema import tips
 from escrow.service import Ledger
 
 
@@ -40,6 +43,14 @@ def ledger(db_url: str) -> Iterator[Ledger]:
     engine.dispose()
 
 
+def a_day_passes(ledger: Ledger) -> None:
+    """The CLI runs on the real clock: move the tips a day into the past instead."""
+    with ledger.engine.begin() as conn:
+        for tip_id, created_at in list(conn.execute(select(tips.c.id, tips.c.created_at))):
+            earlier = created_at - timedelta(days=1)
+            conn.execute(update(tips).where(tips.c.id == tip_id).values(created_at=earlier))
+
+
 def tipjar(env: dict, *args: str) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
@@ -58,6 +69,7 @@ def test_poll_then_notices_send_post_the_notice_and_the_error_reply(sandbox, env
     report = json.loads(polled.stdout)
     assert report["processed"] == 2 and report["tips_applied"] == 1
     assert report["outcomes"] == {"held": 1, "unknown_recipient": 1}
+    a_day_passes(ledger)  # a tip counts for a notice once it has stood a day
 
     sent = tipjar(env, "notices", "send", "--once", "--json")
 
