@@ -409,7 +409,7 @@ def notices(st: Stage, n: Narrator) -> None:
     n.say("The worker's notices job (what `tipjar notices send --once` runs):")
     now = st.clock()
     plan = transaction(st.engine, lambda conn: plan_notices(conn, st.settings, now))
-    sent = send_pending(st.engine, st.x_api, now)
+    sent = send_pending(st.engine, st.x_api, now, settings=st.settings)
     expect(sent.failed == 0 and sent.error is None, f"the relay failed: {sent}")
     n.block(f"{plan.planned} creator notices planned; {sent.sent} posts sent")
     posted = st.sandbox.world.posted
@@ -694,7 +694,7 @@ def _serve_loop(st: Stage, stop: threading.Event) -> None:
                 return plan_notices(conn, st.settings, now)
 
             transaction(st.engine, plan)
-            send_pending(st.engine, st.x_api, now, should_stop=stop)
+            send_pending(st.engine, st.x_api, now, should_stop=stop, settings=st.settings)
         except Exception:
             log.exception("the demo's worker loop failed; it tries again")
 

@@ -63,6 +63,7 @@ from bot.commands import (
     parse,
 )
 from bot.config import Settings
+from bot.costs import record_reads
 from bot.outbox import opt_out, queue_reply
 from bot.platforms import (
     BackfillsMentions,
@@ -431,6 +432,7 @@ def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: d
                     outcome=final.reply_outcome.value,
                     text=text,
                     now=now,
+                    daily_cap=ctx.settings.replies_per_day,
                 ):
                     replies += 1
                 else:
@@ -624,6 +626,25 @@ def _backfill(
         name,
         result.backfilled,
     )
+def _counted(
+    engine: Engine, settings: Settings, looked_up: dict[str, PlatformUser], now: datetime
+) -> dict[str, PlatformUser]:
+    _count_reads(engine, settings, len(looked_up), now)
+    return looked_up
+
+
+def _counted_mentions(
+    engine: Engine, settings: Settings, collected: dict[str, Mention], now: datetime
+) -> list[Mention]:
+    """The mentions read, oldest first, counted as reads for `tipjar costs`."""
+    _count_reads(engine, settings, len(collected), now)
+    return sorted(collected.values(), key=lambda m: int(m.id))
+
+
+def _count_reads(engine: Engine, settings: Settings, count: int, now: datetime) -> None:
+    """The platform bills every resource read: count them for `tipjar costs`."""
+    if count > 0:
+        transaction(engine, lambda conn: record_reads(conn, settings, count, now))
 
 
 def poll_once(
@@ -667,7 +688,7 @@ def poll_once(
         return result
 
     users = fetched.users
-    ordered = sorted(fetched.collected.values(), key=lambda m: int(m.id))
+    ordered = _counted_mentions(engine, settings, fetched.collected, now)
     result.mentions_seen = len(ordered)
     if not ordered:
         return result
@@ -683,7 +704,7 @@ def poll_once(
     names = _wanted_names(todo, commands, users)
     if names:
         try:
-            users.update(platform.lookup_users(names))
+            users.update(_counted(engine, settings, platform.lookup_users(names), now))
         except RateLimited as exc:
             return _rate_limited(engine, name, result, exc, now)
         except (TransientError, PermanentError) as exc:

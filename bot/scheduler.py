@@ -270,7 +270,12 @@ class Jobs:
             plan = NoticePlan()
         for platform in self.platforms:
             sent = send_pending(
-                self.engine, platform, self.clock(), SEND_LIMIT, should_stop=self.stop
+                self.engine,
+                platform,
+                self.clock(),
+                SEND_LIMIT,
+                should_stop=self.stop,
+                settings=self.settings,
             )
             if plan.planned or sent.sent or sent.failed:
                 log.info(
