@@ -46,8 +46,15 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 
 from bot.config import Settings
-from bot.costs import Admission, admit_post, next_day, record_post
-from bot.platforms import DuplicateContent, PermanentError, Platform, RateLimited, TransientError
+from bot.costs import Admission, admit_post, next_day, record_post, record_reads
+from bot.platforms import (
+    DuplicateContent,
+    PermanentError,
+    Platform,
+    PlatformError,
+    RateLimited,
+    TransientError,
+)
 from bot.state import get_time, put_state
 from escrow.db import dialect_insert, transaction
 from escrow.ledger import held_for
@@ -446,12 +453,80 @@ def send_pending(
 def _not_now(
     engine: Engine, platform: Platform, settings: Settings | None, now: datetime, limit: int
 ) -> SendResult | None:
-    """Why no post may go out in this run (a rate limit's reset), or None."""
+    """Why no post may go out in this run (a rate limit's reset, the platform unable to name
+    the creators), or None."""
     resume_key = posting_resume_key(platform.name)
     resume_at = transaction(engine, lambda conn: get_time(conn, resume_key))
     if resume_at is not None and now < resume_at:
         return SendResult(rate_limited_until=resume_at)
+    if settings is not None:
+        problem = _refresh_creators(engine, platform, settings, now, limit)
+        if problem is not None:
+            log.warning("posting waits: the creators' handles could not be checked (%s)", problem)
+            return SendResult(error=f"could not check the creators' accounts: {problem}")
     return None
+
+
+def _refresh_creators(
+    engine: Engine, platform: Platform, settings: Settings, now: datetime, limit: int
+) -> str | None:
+    """Before notices go out, ask the platform who their creators are now (batched by id).
+
+    Handles are recycled: a notice planned for "@bob" must not reach whoever took that
+    handle after Bob renamed. A renamed creator is addressed by the new handle (and the
+    account's snapshot updated); a creator the platform no longer knows gets no post.
+    Returns why the platform could not be asked, or None.
+    """
+    query = (
+        select(outbox.c.id, outbox.c.text, accounts.c.id.label("account_id"))
+        .add_columns(accounts.c.platform_user_id, accounts.c.handle)
+        .join(accounts, accounts.c.id == outbox.c.recipient_account_id)
+        .where(
+            outbox.c.kind == "creator_notice",
+            outbox.c.state == "pending",
+            outbox.c.next_attempt_at <= now,
+            accounts.c.platform == platform.name,
+        )
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(limit)
+    )
+    due = transaction(engine, lambda conn: list(conn.execute(query)))
+    if not due:
+        return None
+    try:
+        found = platform.lookup_users_by_id(sorted({r.platform_user_id for r in due}))
+    except PlatformError as exc:
+        return str(exc)
+
+    def apply(conn: Connection) -> None:
+        record_reads(conn, settings, len(found), now)
+        pending = outbox.c.state == "pending"
+        for r in due:
+            user = found.get(r.platform_user_id)
+            if user is None:
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == r.id, pending)
+                    .values(state="skipped", error="the creator's account is gone")
+                )
+            elif user.handle != r.handle:
+                conn.execute(
+                    update(accounts)
+                    .where(accounts.c.id == r.account_id)
+                    .values(handle=user.handle, handle_key=user.handle.casefold())
+                )
+                text = readdress(r.text, r.handle, user.handle)
+                conn.execute(update(outbox).where(outbox.c.id == r.id, pending).values(text=text))
+
+    transaction(engine, apply)
+    return None
+
+
+def readdress(text: str, old: str | None, new: str) -> str:
+    """The notice `text` addressed to @new instead of @old (its first word)."""
+    if old and text.startswith(f"@{old} "):
+        return f"@{new} " + text[len(old) + 2 :]
+    return text
 
 
 def _count_post(

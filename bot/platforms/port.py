@@ -199,6 +199,11 @@ class Platform(Protocol):
         unknown or invalid handles are absent."""
         ...
 
+    def lookup_users_by_id(self, user_ids: Sequence[str]) -> dict[str, PlatformUser]:
+        """The accounts as the platform knows them now, by user id, in as few calls as it
+        allows; an id it no longer knows (deactivated, suspended) is absent."""
+        ...
+
     def get_user(self, user_id: str) -> PlatformUser | None:
         """The account `user_id`, or None when it is unknown or suspended."""
         ...
