@@ -20,12 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Engine, delete, select, text
 
 from bot.config import Settings
-from bot.notices import plan_notices
+from bot.notices import plan_notices, send_pending
 from escrow.db import transaction
 from escrow.ledger import Identity, Policy
 from escrow.money import Money
 from escrow.schema import metadata, outbox
 from escrow.service import Ledger
+from tests.support.fake_x import FakeXApi
 
 SETTINGS = Settings(public_base_url="https://tipjar.example", notices_per_day=500)
 ALICE = Identity.x("101", "alice")
@@ -235,3 +236,41 @@ def test_no_creator_ever_gets_more_than_two_notices_per_hold_period(engine, cloc
         for at in sent:
             window = [o for o in sent if at <= o < at + SETTINGS.hold_period]
             assert len(window) <= 2
+
+
+# --------------------------------------------------------------------------- stale handles
+
+
+def test_a_renamed_creator_is_addressed_by_the_new_handle_never_the_stranger(ledger, engine, clock):
+    x = FakeXApi(bot_username="flattr", bot_user_id="999", clock=clock)
+    bob = x.add_user("bob")
+    ledger.deposit(ALICE, Money(1_000), "alice-1")
+    tip(ledger, ALICE, Identity.x(bob.id, "bob"), "2.00")
+    clock.advance(days=1, minutes=1)
+    plan(engine, clock)
+    x.rename_user("bob", "bob_renamed")
+    x.add_user("bob")  # a stranger takes the free handle
+
+    sent = send_pending(engine, x, clock.now, settings=SETTINGS)
+
+    assert sent.sent == 1
+    ((text, _thread),) = x.posted
+    assert text.startswith("@bob_renamed ") and "@bob " not in text
+    assert x.calls_to("lookup_users_by_id") == [((bob.id,),)]
+    assert ledger.account(Identity.x(bob.id)).handle == "bob_renamed"
+
+
+def test_a_creator_whose_account_is_gone_gets_no_post(ledger, engine, clock):
+    x = FakeXApi(bot_username="flattr", bot_user_id="999", clock=clock)
+    bob = x.add_user("bob")
+    ledger.deposit(ALICE, Money(1_000), "alice-1")
+    tip(ledger, ALICE, Identity.x(bob.id, "bob"), "2.00")
+    clock.advance(days=1, minutes=1)
+    plan(engine, clock)
+    del x.users[bob.id]  # deactivated: X no longer knows the id
+
+    sent = send_pending(engine, x, clock.now, settings=SETTINGS)
+
+    assert sent.sent == 0 and x.posted == []
+    (row,) = notices_to(engine)
+    assert row.state == "skipped" and "gone" in row.error

@@ -171,3 +171,23 @@ def test_with_x_unreachable_the_snapshot_is_used_with_a_warning_naming_its_id(sa
     assert ledger.account(Identity.x(dana.id)).available_minor == 600
     by_id = tipjar(env, "funds", "deposit", f"x:{dana.id}", "1.00", "--reference", "bank-2")
     assert by_id.exit_code == 0, by_id.stderr
+
+
+def test_notices_send_addresses_a_renamed_creator_by_the_handle_x_gives_now(sandbox, env, ledger):
+    world = sandbox.world
+    alice = world.add_user("alice")
+    bob = world.add_user("bob")
+    ledger.deposit(Identity.x(alice.id, "alice"), Money(500), "ref-1")
+    world.mention(alice, "@flattr @bob €2")
+    assert tipjar(env, "poll", "--once").exit_code == 0
+    a_day_passes(ledger)
+    world.rename(bob, "bob_elsewhere")
+    stranger = world.add_user("bob")
+
+    sent = tipjar(env, "notices", "send", "--once", "--json")
+
+    assert sent.exit_code == 0, sent.stderr
+    (post,) = world.posted
+    assert post.text.startswith("@bob_elsewhere ")
+    assert stranger.id not in {m.user_id for m in post.mentions}
+    assert world.requests_to("/2/users", method="GET")
