@@ -19,7 +19,7 @@ from bot.cli import main
 from bot.config import Settings
 from bot.costs import usage
 from bot.listener import poll_once
-from bot.notices import enqueue, send_pending
+from bot.outbox import enqueue, send_pending
 from escrow.db import transaction
 from escrow.schema import outbox
 from tests.support.fake_x import FakeXApi

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Engine, delete, select, text
 
 from bot.config import Settings
-from bot.notices import plan_notices, send_pending
+from bot.notices import plan_notices
+from bot.outbox import send_pending
 from escrow.db import transaction
 from escrow.ledger import Identity, Policy
 from escrow.money import Money
@@ -245,7 +246,7 @@ def test_a_renamed_creator_is_addressed_by_the_new_handle_never_the_stranger(led
     x = FakeXApi(bot_username="flattr", bot_user_id="999", clock=clock)
     bob = x.add_user("bob")
     ledger.deposit(ALICE, Money(1_000), "alice-1")
-    tip(ledger, ALICE, Identity.x(bob.id, "bob"), "2.00")
+    tip(ledger, ALICE, Identity.x(bob.user_id, "bob"), "2.00")
     clock.advance(days=1, minutes=1)
     plan(engine, clock)
     x.rename_user("bob", "bob_renamed")
@@ -256,18 +257,18 @@ def test_a_renamed_creator_is_addressed_by_the_new_handle_never_the_stranger(led
     assert sent.sent == 1
     ((text, _thread),) = x.posted
     assert text.startswith("@bob_renamed ") and "@bob " not in text
-    assert x.calls_to("lookup_users_by_id") == [((bob.id,),)]
-    assert ledger.account(Identity.x(bob.id)).handle == "bob_renamed"
+    assert x.calls_to("lookup_users_by_id") == [((bob.user_id,),)]
+    assert ledger.account(Identity.x(bob.user_id)).handle == "bob_renamed"
 
 
 def test_a_creator_whose_account_is_gone_gets_no_post(ledger, engine, clock):
     x = FakeXApi(bot_username="flattr", bot_user_id="999", clock=clock)
     bob = x.add_user("bob")
     ledger.deposit(ALICE, Money(1_000), "alice-1")
-    tip(ledger, ALICE, Identity.x(bob.id, "bob"), "2.00")
+    tip(ledger, ALICE, Identity.x(bob.user_id, "bob"), "2.00")
     clock.advance(days=1, minutes=1)
     plan(engine, clock)
-    del x.users[bob.id]  # deactivated: X no longer knows the id
+    del x.users[bob.user_id]  # deactivated: X no longer knows the id
 
     sent = send_pending(engine, x, clock.now, settings=SETTINGS)
 
