@@ -19,9 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.config import Settings
+from escrow.db import dialect_insert
 from escrow.schema import platform_usage
 
 X = "x"
@@ -52,10 +52,7 @@ def post_price(settings: Settings, text: str) -> int:
 
 def _add(conn: Connection, now: datetime, platform: str = X, **deltas: int) -> None:
     """Add `deltas` to today's counters (one upsert; concurrent writers add, never overwrite)."""
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-        platform_usage
-    )
-    stmt = insert.values(day=day_of(now), platform=platform, **deltas)
+    stmt = dialect_insert(conn, platform_usage).values(day=day_of(now), platform=platform, **deltas)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["day", "platform"],
