@@ -626,24 +626,30 @@ def _backfill(
         name,
         result.backfilled,
     )
+def _bill(platform: Platform, settings: Settings) -> Settings | None:
+    """The settings to price reads with: X bills per read; other platforms do not."""
+    return settings if platform.name == "x" else None
+
+
 def _counted(
-    engine: Engine, settings: Settings, looked_up: dict[str, PlatformUser], now: datetime
+    engine: Engine, bill: Settings | None, looked_up: dict[str, PlatformUser], now: datetime
 ) -> dict[str, PlatformUser]:
-    _count_reads(engine, settings, len(looked_up), now)
+    _count_reads(engine, bill, len(looked_up), now)
     return looked_up
 
 
 def _counted_mentions(
-    engine: Engine, settings: Settings, collected: dict[str, Mention], now: datetime
+    engine: Engine, bill: Settings | None, collected: dict[str, Mention], now: datetime
 ) -> list[Mention]:
     """The mentions read, oldest first, counted as reads for `tipjar costs`."""
-    _count_reads(engine, settings, len(collected), now)
+    _count_reads(engine, bill, len(collected), now)
     return sorted(collected.values(), key=lambda m: int(m.id))
 
 
-def _count_reads(engine: Engine, settings: Settings, count: int, now: datetime) -> None:
-    """The platform bills every resource read: count them for `tipjar costs`."""
-    if count > 0:
+def _count_reads(engine: Engine, bill: Settings | None, count: int, now: datetime) -> None:
+    """X bills every resource read (`bill`: the settings, for X only): for `tipjar costs`."""
+    if bill is not None and count > 0:
+        settings = bill
         transaction(engine, lambda conn: record_reads(conn, settings, count, now))
 
 
@@ -688,7 +694,7 @@ def poll_once(
         return result
 
     users = fetched.users
-    ordered = _counted_mentions(engine, settings, fetched.collected, now)
+    ordered = _counted_mentions(engine, _bill(platform, settings), fetched.collected, now)
     result.mentions_seen = len(ordered)
     if not ordered:
         return result
@@ -704,7 +710,9 @@ def poll_once(
     names = _wanted_names(todo, commands, users)
     if names:
         try:
-            users.update(_counted(engine, settings, platform.lookup_users(names), now))
+            users.update(
+                _counted(engine, _bill(platform, settings), platform.lookup_users(names), now)
+            )
         except RateLimited as exc:
             return _rate_limited(engine, name, result, exc, now)
         except (TransientError, PermanentError) as exc:

@@ -49,6 +49,7 @@ from bot.config import Settings
 from bot.costs import Admission, admit_post, next_day, record_post, record_reads
 from bot.platforms import (
     DuplicateContent,
+    KnowsUsersById,
     PermanentError,
     Platform,
     PlatformError,
@@ -459,8 +460,8 @@ def _not_now(
     resume_at = transaction(engine, lambda conn: get_time(conn, resume_key))
     if resume_at is not None and now < resume_at:
         return SendResult(rate_limited_until=resume_at)
-    if settings is not None:
-        problem = _refresh_creators(engine, platform, settings, now, limit)
+    if settings is not None and isinstance(platform, KnowsUsersById):
+        problem = _refresh_creators(engine, platform.name, platform, settings, now, limit)
         if problem is not None:
             log.warning("posting waits: the creators' handles could not be checked (%s)", problem)
             return SendResult(error=f"could not check the creators' accounts: {problem}")
@@ -468,7 +469,12 @@ def _not_now(
 
 
 def _refresh_creators(
-    engine: Engine, platform: Platform, settings: Settings, now: datetime, limit: int
+    engine: Engine,
+    platform_name: str,
+    platform: KnowsUsersById,
+    settings: Settings,
+    now: datetime,
+    limit: int,
 ) -> str | None:
     """Before notices go out, ask the platform who their creators are now (batched by id).
 
@@ -485,7 +491,7 @@ def _refresh_creators(
             outbox.c.kind == "creator_notice",
             outbox.c.state == "pending",
             outbox.c.next_attempt_at <= now,
-            accounts.c.platform == platform.name,
+            accounts.c.platform == platform_name,
         )
         .order_by(outbox.c.next_attempt_at, outbox.c.id)
         .limit(limit)
