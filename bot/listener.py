@@ -626,6 +626,8 @@ def _backfill(
         name,
         result.backfilled,
     )
+
+
 def _bill(platform: Platform, settings: Settings) -> Settings | None:
     """The settings to price reads with: X bills per read; other platforms do not."""
     return settings if platform.name == "x" else None
