@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from bot.hosts import is_loopback
 from escrow.money import Money, MoneyError, currency
 
 
@@ -115,6 +117,12 @@ class Settings:
     mastodon_access_token: str = _secret()
     mastodon_bot_acct: str = ""
     allow_loopback_instances: bool = False
+    stripe_secret_key: str = _secret()
+    stripe_webhook_secret: str = _secret()
+    stripe_api_base: str = "https://api.stripe.com"
+    topup_choices_minor: tuple[int, ...] = (500, 1000, 2500)
+    topup_min_minor: int = 200
+    topup_max_minor: int = 50_000
 
     @property
     def mastodon_domain(self) -> str:
@@ -143,6 +151,33 @@ class Settings:
     @property
     def min_monthly_budget(self) -> Money:
         return self.money(self.min_monthly_budget_minor)
+
+    @property
+    def topups_enabled(self) -> bool:
+        """Card top-ups need the provider's secret key; without it they are off."""
+        return bool(self.stripe_secret_key)
+
+    @property
+    def topup_choices(self) -> tuple[Money, ...]:
+        return tuple(self.money(m) for m in self.topup_choices_minor)
+
+    @property
+    def topup_min(self) -> Money:
+        return self.money(self.topup_min_minor)
+
+    @property
+    def topup_max(self) -> Money:
+        return self.money(self.topup_max_minor)
+
+    def payments_status(self) -> str:
+        """One line for check-config: whether supporters can add money by card."""
+        if not self.topups_enabled:
+            return (
+                "card top-ups are off (STRIPE_SECRET_KEY is not set): supporters are funded"
+                " by `tipjar funds deposit`"
+            )
+        mode = "live" if self.stripe_secret_key.startswith(("sk_live_", "rk_live_")) else "test"
+        return f"card top-ups are on (Stripe, {mode} mode)"
 
     @property
     def callback_url(self) -> str:
@@ -264,6 +299,22 @@ def _mastodon_acct(text: str) -> str:
     return text
 
 
+def _stripe_key(text: str) -> str:
+    text = text.strip()
+    if not re.fullmatch(r"(sk|rk)_(test|live)_[A-Za-z0-9_]+", text):
+        # Never echo the value: it may be a real key pasted into the wrong place.
+        raise ValueError("is not a Stripe secret key (sk_test_… or sk_live_…)")
+    return text
+
+
+def _api_base(text: str) -> str:
+    url = _url(text)
+    host = (urlsplit(url).hostname or "").lower()
+    if url.startswith("http://") and not is_loopback(host):
+        raise ValueError(f"{url!r}: a remote Stripe API must be https (http is for loopback)")
+    return url
+
+
 def _log_level(text: str) -> str:
     text = text.strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -277,7 +328,7 @@ def _schedule_show(s: NoticeSchedule) -> str:
     return ",".join(parts) or "none"
 
 
-_MONEY_KEYS = {"MIN_TIP", "MAX_TIP", "MIN_MONTHLY_BUDGET"}
+_MONEY_KEYS = {"MIN_TIP", "MAX_TIP", "MIN_MONTHLY_BUDGET", "TOPUP_MIN", "TOPUP_MAX"}
 
 KEYS: dict[str, KeySpec] = {
     "DATABASE_URL": KeySpec("database URL: sqlite:///tipjar.db or postgresql://...", _database_url),
@@ -324,6 +375,20 @@ KEYS: dict[str, KeySpec] = {
         _flag,
         lambda v: "1" if v else "0",
     ),
+    "STRIPE_SECRET_KEY": KeySpec(
+        "Stripe secret key (sk_test_… or sk_live_…); empty: card top-ups are off",
+        _stripe_key,
+        secret=True,
+    ),
+    "STRIPE_WEBHOOK_SECRET": KeySpec(
+        "signing secret (whsec_…) of the Stripe webhook endpoint /stripe/webhook", secret=True
+    ),
+    "STRIPE_API_BASE": KeySpec(
+        "Stripe API host; the sandbox and tests point it elsewhere", _api_base
+    ),
+    "TOPUP_CHOICES": KeySpec("amounts offered on /me, e.g. 5,10,25"),
+    "TOPUP_MIN": KeySpec("smallest card top-up, e.g. 2.00"),
+    "TOPUP_MAX": KeySpec("largest card top-up, e.g. 500.00"),
 }
 
 PLATFORM_NAMES = ("x", "mastodon")
@@ -377,7 +442,17 @@ def load_settings(
                 parsed[f"{key.lower()}_minor"] = Money.parse(parsed.pop(key), code).minor
             except MoneyError as e:
                 problems.append(f"{key}: {e}")
+    if "TOPUP_CHOICES" in parsed:
+        try:
+            parsed["topup_choices_minor"] = tuple(
+                Money.parse(part.strip(), code).minor
+                for part in parsed.pop("TOPUP_CHOICES").split(",")
+                if part.strip()
+            )
+        except MoneyError as e:
+            problems.append(f"TOPUP_CHOICES: {e}")
     settings = Settings(**{k: v for k, v in parsed.items() if k in _FIELD_NAMES})
+    problems.extend(_payment_problems(settings))
 
     if settings.min_tip_minor <= 0:
         problems.append("MIN_TIP: must be more than zero")
@@ -386,3 +461,27 @@ def load_settings(
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _payment_problems(settings: Settings) -> list[str]:
+    """Card top-up keys that cannot work together."""
+    problems = []
+    if settings.topup_min_minor <= 0:
+        problems.append("TOPUP_MIN: must be more than zero")
+    if settings.topup_max_minor < settings.topup_min_minor:
+        problems.append("TOPUP_MAX: must not be below TOPUP_MIN")
+    for choice in settings.topup_choices:
+        if not settings.topup_min_minor <= choice.minor <= settings.topup_max_minor:
+            problems.append(f"TOPUP_CHOICES: {choice} is outside TOPUP_MIN..TOPUP_MAX")
+    if settings.stripe_secret_key.startswith(("sk_live_", "rk_live_")):
+        if settings.public_base_url.startswith("http://"):
+            problems.append(
+                "STRIPE_SECRET_KEY is a live key but PUBLIC_BASE_URL is http://: real card"
+                " payments need an https site"
+            )
+    if settings.stripe_secret_key and not settings.stripe_webhook_secret:
+        problems.append(
+            "STRIPE_WEBHOOK_SECRET is missing: without it no payment can be credited"
+            " (set the signing secret of the /stripe/webhook endpoint)"
+        )
+    return problems

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from escrow.ledger import Policy
+from escrow.ledger import LedgerError, Policy
+from escrow.money import MoneyError
 from escrow.schema import EVENT_ENDPOINTS, stripe_events
 
 Event = Mapping[str, Any]
@@ -49,6 +50,20 @@ def _insert_ignore(conn: Connection, row: dict[str, Any]) -> bool:
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(stripe_events).values(**row).on_conflict_do_nothing(index_elements=["id"])
     return bool(conn.execute(stmt).rowcount)
+
+
+def _apply(conn: Connection, policy: Policy, handler: Handler, event: Event, now: datetime) -> str:
+    """Run `handler` in a savepoint. An event it cannot read, or a request the ledger
+    refuses, is recorded as a problem with everything the handler wrote undone: the
+    provider would only redeliver the same event, so retrying cannot help."""
+    savepoint = conn.begin_nested()
+    try:
+        result = handler(conn, policy, event, now)
+    except (LedgerError, MoneyError, KeyError, TypeError, ValueError) as e:
+        savepoint.rollback()
+        return f"problem: {type(e).__name__}: {e}"[:255]
+    savepoint.commit()
+    return result
 
 
 @dataclass(frozen=True)
@@ -81,7 +96,10 @@ def receive(
     if not fresh:
         return Received(event_id, event_type, True, "already received")
     handler = HANDLERS.get((endpoint, event_type))
-    result = handler(conn, policy, event, now) if handler else "ignored: not a type tipjar acts on"
+    if handler is None:
+        result = "ignored: not a type tipjar acts on"
+    else:
+        result = _apply(conn, policy, handler, event, now)
     conn.execute(
         update(stripe_events).where(stripe_events.c.id == event_id).values(result=result[:255])
     )

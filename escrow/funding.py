@@ -274,7 +274,7 @@ def credit_topup(
             updated_at=now,
         )
     )
-    applied = apply_waiting(conn, policy, reference, now)
+    applied = apply_waiting(conn, policy, reference, row.account_id, now)
     return f"credited {reference}" + (f"; applied {applied} waiting reversal(s)" if applied else "")
 
 
@@ -342,10 +342,12 @@ def credit_invoice(conn: Connection, policy: Policy, invoice: Invoice, now: date
             updated_at=now,
         )
     )
-    applied = 0
+    # A refund or dispute names the charge's payment: the invoice's payment intent, if the
+    # event said which; else the invoice itself.
+    applied = apply_waiting(conn, policy, reference, row.account_id, now)
     if invoice.payment_id:
-        applied = apply_waiting(conn, policy, payment_reference(invoice.payment_id), now)
-    applied += apply_waiting(conn, policy, reference, now)
+        intent = payment_reference(invoice.payment_id)
+        applied += apply_waiting(conn, policy, intent, row.account_id, now)
     return f"credited {reference}" + (f"; applied {applied} waiting reversal(s)" if applied else "")
 
 
@@ -453,6 +455,7 @@ class Reversal:
     charge_id: str | None
     amount_minor: int
     currency: str
+    customer_id: str | None = None  # for a subscription's charge
 
     @property
     def reference(self) -> str:
@@ -470,9 +473,7 @@ def take_back(conn: Connection, policy: Policy, reversal: Reversal, now: datetim
     ).first()
     if existing is not None:
         return f"already recorded ({existing.state})"
-    paid = conn.execute(
-        select(deposits).where(deposits.c.reference == payment_reference(reversal.payment_id))
-    ).one_or_none()
+    paid = _payer(conn, payment_reference(reversal.payment_id), reversal.customer_id)
     row = {
         "reference": reversal.reference,
         "kind": reversal.kind,
@@ -494,21 +495,37 @@ def take_back(conn: Connection, policy: Policy, reversal: Reversal, now: datetim
         conn.execute(reversals.insert().values(**row, state="waiting"))
         return "waiting for its payment to be credited"
     (reversal_id,) = insert_returning_ids(
-        conn, reversals, [{**row, "state": "waiting", "account_id": paid.account_id}]
+        conn, reversals, [{**row, "state": "waiting", "account_id": paid}]
     )
     return _apply(conn, policy, reversal_id, now)
 
 
-def apply_waiting(conn: Connection, policy: Policy, reference: str, now: datetime) -> int:
-    """Apply the refunds and disputes that waited for the payment `reference`."""
+def _payer(conn: Connection, reference: str, customer_id: str | None) -> int | None:
+    """The account the payment `reference` was credited to; for a subscription's month
+    (credited under its invoice's id) the account of the subscription's customer."""
+    account_id = conn.execute(
+        select(deposits.c.account_id).where(deposits.c.reference == reference)
+    ).scalar()
+    if account_id is None and customer_id:
+        account_id = conn.execute(
+            select(subscriptions.c.account_id)
+            .where(subscriptions.c.provider_customer_id == customer_id)
+            .order_by(subscriptions.c.id.desc())
+            .limit(1)
+        ).scalar()
+    return None if account_id is None else int(account_id)
+
+
+def apply_waiting(
+    conn: Connection, policy: Policy, reference: str, account_id: int, now: datetime
+) -> int:
+    """Apply the refunds and disputes that waited for the payment `reference` (whose money
+    went to `account_id`)."""
     waiting = conn.execute(
         select(reversals.c.id)
         .where(reversals.c.payment_reference == reference, reversals.c.state == "waiting")
         .order_by(reversals.c.id)
     ).scalars()
-    account_id = conn.execute(
-        select(deposits.c.account_id).where(deposits.c.reference == reference)
-    ).scalar_one()
     count = 0
     for reversal_id in list(waiting):
         rev = conn.execute(select(reversals).where(reversals.c.id == reversal_id)).one()

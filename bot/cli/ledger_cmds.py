@@ -39,10 +39,18 @@ def check_config(as_json: bool) -> None:
         raise SystemExit(EXIT_USAGE) from None
     problems = settings.live_problems()
     if as_json:
-        emit_json({"ok": not problems, "problems": problems, "settings": settings.redacted()})
+        emit_json(
+            {
+                "ok": not problems,
+                "problems": problems,
+                "settings": settings.redacted(),
+                "topups": settings.topups_enabled,
+            }
+        )
     else:
         for key, value in settings.redacted().items():
             click.echo(f"{key:24} {value}")
+        click.echo(f"\n{settings.payments_status()}")
     if problems:
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
