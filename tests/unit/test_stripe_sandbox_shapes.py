@@ -14,10 +14,15 @@ from bot.payments.sandbox import StripeSandbox
 
 # ../shared beside the checkout (a worktree may sit one level deeper than the main one).
 STRIPE_FIXTURES = next(
-    p / "shared" / "stripe" / "fixtures3.json"
-    for p in Path(__file__).resolve().parents
-    if (p / "shared" / "stripe" / "fixtures3.json").is_file()
+    (
+        p / "shared" / "stripe" / "fixtures3.json"
+        for p in Path(__file__).resolve().parents
+        if (p / "shared" / "stripe" / "fixtures3.json").is_file()
+    ),
+    None,
 )
+if STRIPE_FIXTURES is None:
+    pytest.skip("shared Stripe fixtures are absent", allow_module_level=True)
 FIXTURES = json.loads(STRIPE_FIXTURES.read_text())["resources"]
 
 # What tipjar's webhook handlers read from each object.
