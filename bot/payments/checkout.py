@@ -9,6 +9,8 @@ attempt with the same key gets the same session back. Stripe's refusal marks the
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Engine
 
 from bot.config import Settings
@@ -34,8 +36,24 @@ def start_topup(
     topup_id = transaction(
         engine, lambda conn: funding.start_topup(conn, policy, account_id, amount, clock())
     )
+    return _open_topup(engine, gateway, clock, topup_id, amount.minor, policy.currency)
+
+
+def reopen_topup(engine: Engine, gateway: StripeGateway, clock: Clock, row: Any) -> Checkout:
+    """Try a pending top-up's checkout again: the same row, the same idempotency key."""
+    return _open_topup(engine, gateway, clock, int(row.id), int(row.amount_minor), row.currency)
+
+
+def _open_topup(
+    engine: Engine,
+    gateway: StripeGateway,
+    clock: Clock,
+    topup_id: int,
+    amount_minor: int,
+    code: str,
+) -> Checkout:
     try:
-        checkout = gateway.topup_session(topup_id, amount.minor, policy.currency)
+        checkout = gateway.topup_session(topup_id, amount_minor, code)
     except PaymentRefused as refused:
         reason = str(refused)
         transaction(engine, lambda conn: funding.mark_failed(conn, topup_id, reason, clock()))
