@@ -203,3 +203,25 @@ def test_a_paid_invoice_credits_the_month_and_sets_the_monthly_budget(engine: En
     with engine.connect() as conn:
         assert conn.execute(select(budgets.c.monthly_budget_minor)).scalar() == 500
     assert_books_balance(engine)
+
+
+def test_a_supporter_in_debt_flattrs_nobody_at_settlement(engine: Engine) -> None:
+    from escrow.settlement import record_flattr, settle
+
+    run(engine, lambda c: claims.claim(c, POLICY, CAROL, NOW))
+    run(engine, lambda c: claims.claim(c, POLICY, ALICE, NOW))
+    paid_topup(engine, ALICE, 1000, "pi_1")
+    paid_topup(engine, CAROL, 1000, "pi_2")
+    run(engine, lambda c: tip(c, POLICY, ALICE, CAROL, eur(800), "t1", NOW))
+    refund = funding.Reversal("refund", "re_1", "pi_1", "ch_1", 1000, "eur")
+    run(engine, lambda c: funding.take_back(c, POLICY, refund, NOW))  # €2 taken, €8 owed
+    run(engine, lambda c: tip(c, POLICY, CAROL, ALICE, eur(500), "back", NOW))  # Alice gets €5
+    run(engine, lambda c: record_flattr(c, POLICY, ALICE, BOB, NOW, "flattr-1", NOW))
+    before = available_of(engine, ALICE)
+    assert before > 0
+
+    summary = settle(engine, POLICY, "2026-03", NOW + timedelta(days=30))
+
+    assert summary.unfunded_shares == 1
+    assert available_of(engine, ALICE) == before
+    assert_books_balance(engine)
