@@ -11,6 +11,7 @@ section says how this operator takes money instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, flash, redirect, request, session, url_for
@@ -102,135 +103,161 @@ def money_in_view(web: Web, conn: Connection, account_id: int) -> dict[str, Any]
     }
 
 
-def register(app: Flask, web: Web, gateway: StripeGateway | None = None) -> None:
-    settings = web.settings
-    state: dict[str, StripeGateway] = {} if gateway is None else {"gateway": gateway}
+def _back(message: str, category: str) -> BaseResponse:
+    flash(message, category)
+    return redirect(url_for("me"), 303)
 
-    def stripe_gateway() -> StripeGateway:
-        if "gateway" not in state:
-            state["gateway"] = StripeGateway(settings)
-        return state["gateway"]
 
-    @app.context_processor
-    def money_in() -> dict[str, Any]:
+class MoneyInPages:
+    """The routes of adding money, bound to one app's `Web` and Stripe gateway."""
+
+    def __init__(self, web: Web, gateway: StripeGateway | None) -> None:
+        self.web = web
+        self.settings = web.settings
+        self._gateway = gateway
+
+    @property
+    def gateway(self) -> StripeGateway:
+        if self._gateway is None:
+            self._gateway = StripeGateway(self.settings)
+        return self._gateway
+
+    def context(self) -> dict[str, Any]:
+        """The "Add money" section's values, for /me only."""
         if request.endpoint != "me":
             return {}
-        with web.engine.connect() as conn:
+        with self.web.engine.connect() as conn:
             row = _signed_in(conn)
             if row is None:
                 return {}
-            return {"money_in": money_in_view(web, conn, int(row.id))}
+            return {"money_in": money_in_view(self.web, conn, int(row.id))}
 
-    def back(message: str, category: str) -> BaseResponse:
-        flash(message, category)
-        return redirect(url_for("me"), 303)
-
-    def amount_from_form() -> Money | str:
+    def _amount(self) -> Money | str:
+        """The form's amount within the limits, or why not."""
         raw = request.form.get("amount", "").strip()
         try:
-            amount = parse_amount(raw, settings.currency)
-            funding.check_amount(web.policy, amount, settings.topup_min, settings.topup_max)
+            amount = parse_amount(raw, self.settings.currency)
+            funding.check_amount(
+                self.web.policy, amount, self.settings.topup_min, self.settings.topup_max
+            )
         except MoneyError:
             return f"“{raw[:20]}” is not an amount. Write it like 10.00."
         except LedgerError as e:
             return f"Nothing was charged: {e}."
         return amount
 
-    def go_to_checkout(start: Any, what: str) -> BaseResponse:
+    def _checkout(self, start: Callable[[], Checkout], what: str) -> BaseResponse:
         try:
-            opened: Checkout = start()
+            opened = start()
         except PaymentsUnavailable:
-            return back(
+            return _back(
                 f"Stripe could not be reached, so {what} did not start and nothing was"
                 " charged. Please try again in a moment.",
                 "problem",
             )
         except PaymentRefused as e:
             log.warning("Stripe refused a checkout: %s", e)
-            return back(f"Stripe refused {what}; nothing was charged.", "problem")
+            return _back(f"Stripe refused {what}; nothing was charged.", "problem")
         except LedgerError as e:
-            return back(f"Nothing was charged: {e}.", "problem")
+            return _back(f"Nothing was charged: {e}.", "problem")
         session.pop("retry_topup", None)
         return redirect(opened.url, 303)
 
-    @app.post("/me/topup")
-    def topup() -> BaseResponse:
-        with web.engine.connect() as conn:
-            row = _signed_in(conn)
+    def _supporter(self) -> Any | None:
+        with self.web.engine.connect() as conn:
+            return _signed_in(conn)
+
+    def topup(self) -> BaseResponse:
+        """`POST /me/topup`: a one-off top-up (or a retry of one Stripe did not open)."""
+        row = self._supporter()
         if row is None:
             return redirect(url_for("claim_page"), 303)
-        if not settings.topups_enabled:
-            return back("Card payments are not available here.", "problem")
-        retry = _retryable(web, int(row.id), request.form.get("topup_id", ""))
-        if retry is not None:
-            amount: Money | str = web.policy.money(int(retry.amount_minor))
-        else:
-            amount = amount_from_form()
+        if not self.settings.topups_enabled:
+            return _back("Card payments are not available here.", "problem")
+        web, account_id = self.web, int(row.id)
+        retry = _retryable(web, account_id, request.form.get("topup_id", ""))
+        amount = web.policy.money(int(retry.amount_minor)) if retry else self._amount()
         if isinstance(amount, str):
-            return back(amount, "problem")
-        gateway = stripe_gateway()
+            return _back(amount, "problem")
 
         def start() -> Checkout:
             if retry is not None:
-                return checkout.reopen_topup(web.engine, gateway, web.clock, retry)
+                return checkout.reopen_topup(web.engine, self.gateway, web.clock, retry)
             try:
                 return checkout.start_topup(
-                    web.engine, settings, web.policy, gateway, web.clock, int(row.id), amount
+                    web.engine,
+                    self.settings,
+                    web.policy,
+                    self.gateway,
+                    web.clock,
+                    account_id,
+                    amount,
                 )
             except PaymentsUnavailable:
-                session["retry_topup"] = _latest_pending(web, int(row.id))
+                session["retry_topup"] = _latest_pending(web, account_id)
                 raise
 
-        return go_to_checkout(start, f"your top-up of {amount}")
+        return self._checkout(start, f"your top-up of {amount}")
 
-    @app.post("/me/subscription")
-    def subscribe() -> BaseResponse:
-        with web.engine.connect() as conn:
-            row = _signed_in(conn)
+    def subscribe(self) -> BaseResponse:
+        """`POST /me/subscription`: a monthly payment that also sets the monthly budget."""
+        row = self._supporter()
         if row is None:
             return redirect(url_for("claim_page"), 303)
-        if not settings.topups_enabled:
-            return back("Card payments are not available here.", "problem")
-        amount = amount_from_form()
+        if not self.settings.topups_enabled:
+            return _back("Card payments are not available here.", "problem")
+        amount = self._amount()
         if isinstance(amount, str):
-            return back(amount, "problem")
-        gateway = stripe_gateway()
-        return go_to_checkout(
+            return _back(amount, "problem")
+        web, account_id = self.web, int(row.id)
+        return self._checkout(
             lambda: checkout.start_subscription(
-                web.engine, settings, web.policy, gateway, web.clock, int(row.id), amount
+                web.engine, self.settings, web.policy, self.gateway, web.clock, account_id, amount
             ),
             f"your monthly budget of {amount}",
         )
 
-    @app.post("/me/subscription/cancel")
-    def cancel_subscription() -> BaseResponse:
-        with web.engine.connect() as conn:
+    def cancel(self) -> BaseResponse:
+        """`POST /me/subscription/cancel`: stop at the end of the month already paid."""
+        with self.web.engine.connect() as conn:
             row = _signed_in(conn)
             sub = _live_subscription(conn, int(row.id)) if row is not None else None
         if row is None:
             return redirect(url_for("claim_page"), 303)
         if sub is None or sub.state != "active" or not sub.provider_subscription_id:
-            return back("You have no monthly payment to cancel.", "problem")
+            return _back("You have no monthly payment to cancel.", "problem")
         try:
-            stripe_gateway().cancel_at_period_end(int(sub.id), sub.provider_subscription_id)
+            self.gateway.cancel_at_period_end(int(sub.id), sub.provider_subscription_id)
         except (PaymentsUnavailable, PaymentRefused):
-            return back(
+            return _back(
                 "Stripe could not be reached; nothing changed. Please try again.", "problem"
             )
+        web = self.web
         transaction(web.engine, lambda conn: funding.cancel_requested(conn, sub.id, web.now()))
-        return back("Your monthly payment stops at the end of the month already paid.", "ok")
+        return _back("Your monthly payment stops at the end of the month already paid.", "ok")
 
-    @app.post("/stripe/webhook")
-    def stripe_webhook() -> tuple[dict[str, Any], int]:
+    def webhook(self) -> tuple[dict[str, Any], int]:
+        """`POST /stripe/webhook`: Stripe's signed events, recorded and applied once."""
         answer = receive_webhook(
-            web.engine,
-            web.policy,
-            web.clock,
+            self.web.engine,
+            self.web.policy,
+            self.web.clock,
             request.get_data(cache=False),
             request.headers.get("Stripe-Signature"),
-            settings.stripe_webhook_secret,
+            self.settings.stripe_webhook_secret,
         )
         return {"received": answer.status == 200}, answer.status
+
+
+def register(app: Flask, web: Web, gateway: StripeGateway | None = None) -> None:
+    pages = MoneyInPages(web, gateway)
+    app.context_processor(pages.context)
+    app.add_url_rule("/me/topup", "topup", pages.topup, methods=["POST"])
+    app.add_url_rule("/me/subscription", "subscribe", pages.subscribe, methods=["POST"])
+    app.add_url_rule(
+        "/me/subscription/cancel", "cancel_subscription", pages.cancel, methods=["POST"]
+    )
+    app.add_url_rule("/stripe/webhook", "stripe_webhook", pages.webhook, methods=["POST"])
 
 
 def _retryable(web: Web, account_id: int, raw: str) -> Any | None:

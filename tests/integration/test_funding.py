@@ -225,3 +225,27 @@ def test_a_supporter_in_debt_flattrs_nobody_at_settlement(engine: Engine) -> Non
     assert summary.unfunded_shares == 1
     assert available_of(engine, ALICE) == before
     assert_books_balance(engine)
+
+
+def test_the_audit_names_a_debt_or_a_refund_that_does_not_match_its_transfers(
+    engine: Engine,
+) -> None:
+    from sqlalchemy import update
+
+    from escrow.schema import debts
+
+    run(engine, lambda c: claims.claim(c, POLICY, CAROL, NOW))
+    paid_topup(engine, ALICE, 1000, "pi_1")
+    run(engine, lambda c: tip(c, POLICY, ALICE, CAROL, eur(600), "t1", NOW))
+    refund = funding.Reversal("refund", "re_1", "pi_1", "ch_1", 1000, "eur")
+    run(engine, lambda c: funding.take_back(c, POLICY, refund, NOW))
+    paid_topup(engine, ALICE, 200, "pi_2")
+    assert_books_balance(engine)
+
+    with engine.begin() as conn:
+        conn.execute(update(debts).values(paid_minor=100))
+        conn.execute(update(reversals).values(taken_minor=399))
+        problems = check_ledger(conn)
+        conn.rollback()
+    assert any("debt 1 says 100 paid, its payments add up to 200" in p for p in problems)
+    assert any("stripe-refund:re_1 does not match the transfer" in p for p in problems)
