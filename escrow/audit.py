@@ -4,7 +4,8 @@ The account counters are a cache; the transfers are the truth. `check_ledger` re
 every counter from the transfers, checks that debits equal credits (posted and pending),
 that no account that must not overdraw has, that every hold was resolved at most once,
 with its own amount and accounts, and never posted after it expired, and that each tip's
-state agrees with its transfers. It returns problems as data (`LedgerProblem`: kind, the
+state agrees with its transfers, and (`escrow.audit_funding`) that every deposit, refund,
+dispute and debt payment is in double entry. It returns problems as data (`LedgerProblem`: kind, the
 account, transfer or tip concerned, a message); an empty list is a clean
 ledger. Everything is computed in SQL, so memory does not grow with the ledger; the
 statements are built once per process.
@@ -18,21 +19,12 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, case, func, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
 from escrow.ledger import available_of, is_held
-from escrow.schema import (
-    TipState,
-    accounts,
-    debt_payments,
-    debts,
-    deposits,
-    reversals,
-    tips,
-    topups,
-    transfers,
-)
+from escrow.audit_funding import debt_checks, funding_checks
+from escrow.schema import TipState, accounts, tips, transfers
 
 POSTED_KINDS = ("deposit", "tip", "fee", "post", "payout", "refund")
 MAX_LISTED = 20  # per kind of problem; a broken ledger should not flood the terminal
@@ -249,126 +241,6 @@ def _checks() -> list[tuple[Select[Any], Callable[[Any], LedgerProblem]]]:
 
 
 @cache
-def _funding_checks() -> list[tuple[Select[Any], Callable[[Any], str]]]:
-    """Money in and back out: deposits, top-ups, refunds, disputes and debts against their
-    transfers. Every row returned is a problem."""
-    t = transfers
-    resolution = aliased(transfers)
-    deposit_entry = (
-        select(deposits.c.reference)
-        .outerjoin(t, t.c.id == deposits.c.transfer_id)
-        .where(
-            or_(
-                t.c.id.is_(None),
-                t.c.kind != "deposit",
-                t.c.amount_minor != deposits.c.amount_minor,
-                t.c.credit_account_id != deposits.c.account_id,
-            )
-        )
-    )
-    topup_paid = (
-        select(topups.c.id)
-        .outerjoin(deposits, deposits.c.reference == topups.c.deposit_reference)
-        .where(
-            topups.c.state == "paid",
-            or_(
-                deposits.c.reference.is_(None),
-                deposits.c.amount_minor != topups.c.amount_minor,
-                deposits.c.account_id != topups.c.account_id,
-            ),
-        )
-    )
-    taken_kind = case((reversals.c.kind == "refund", "refund"), else_="hold")
-    reversal_entry = (
-        select(reversals.c.reference)
-        .outerjoin(t, t.c.id == reversals.c.transfer_id)
-        .where(
-            reversals.c.taken_minor > 0,
-            or_(
-                t.c.id.is_(None),
-                t.c.kind != taken_kind,
-                t.c.amount_minor != reversals.c.taken_minor,
-                t.c.debit_account_id != reversals.c.account_id,
-            ),
-        )
-    )
-    closed_kind = case((reversals.c.state == "won", "void"), else_="post")
-    dispute_closed = (
-        select(reversals.c.reference)
-        .outerjoin(resolution, resolution.c.id == reversals.c.resolution_transfer_id)
-        .where(
-            reversals.c.kind == "dispute",
-            reversals.c.state.in_(("won", "lost")),
-            reversals.c.taken_minor > 0,
-            or_(
-                resolution.c.id.is_(None),
-                resolution.c.kind != closed_kind,
-                resolution.c.pending_id != reversals.c.transfer_id,
-            ),
-        )
-    )
-    debt_amount = func.coalesce(
-        select(debts.c.amount_minor).where(debts.c.reversal_id == reversals.c.id).scalar_subquery(),
-        0,
-    )
-    reversal_total = select(reversals.c.reference).where(
-        reversals.c.state.in_(("taken", "open", "won", "lost")),
-        reversals.c.amount_minor != reversals.c.taken_minor + debt_amount,
-    )
-    paid_sum = (
-        select(func.coalesce(func.sum(debt_payments.c.amount_minor), 0))
-        .where(debt_payments.c.debt_id == debts.c.id)
-        .scalar_subquery()
-    )
-    debt_paid = select(debts.c.id, debts.c.paid_minor, paid_sum.label("sum")).where(
-        debts.c.paid_minor != paid_sum
-    )
-    payment_entry = (
-        select(debt_payments.c.id, debt_payments.c.debt_id)
-        .join(debts, debts.c.id == debt_payments.c.debt_id)
-        .outerjoin(t, t.c.id == debt_payments.c.transfer_id)
-        .where(
-            or_(
-                t.c.id.is_(None),
-                t.c.kind != "refund",
-                t.c.amount_minor != debt_payments.c.amount_minor,
-                t.c.debit_account_id != debts.c.account_id,
-            )
-        )
-    )
-    return [
-        (
-            deposit_entry.limit(MAX_LISTED),
-            lambda r: f"deposit {r.reference} does not match its transfer",
-        ),
-        (
-            topup_paid.limit(MAX_LISTED),
-            lambda r: f"top-up {r.id} is paid but its deposit is missing or differs",
-        ),
-        (
-            reversal_entry.limit(MAX_LISTED),
-            lambda r: f"{r.reference} does not match the transfer that took or froze it",
-        ),
-        (
-            dispute_closed.limit(MAX_LISTED),
-            lambda r: f"{r.reference} is closed but its freeze was not released or taken",
-        ),
-        (
-            reversal_total.limit(MAX_LISTED),
-            lambda r: f"{r.reference}: what was taken and what is owed do not add up",
-        ),
-        (
-            debt_paid.limit(MAX_LISTED),
-            lambda r: f"debt {r.id} says {r.paid_minor} paid, its payments add up to {r.sum}",
-        ),
-        (
-            payment_entry.limit(MAX_LISTED),
-            lambda r: f"payment {r.id} of debt {r.debt_id} does not match its transfer",
-        ),
-    ]
-
-
-@cache
 def _totals() -> Select[Any]:
     return select(
         func.coalesce(func.sum(accounts.c.debits_posted), 0),
@@ -397,7 +269,7 @@ def check_ledger(conn: Connection) -> list[LedgerProblem]:
         )
     for statement, describe in _checks():
         problems.extend(describe(row) for row in conn.execute(statement))
-    for statement, say in _funding_checks():
+    for statement, say in [*funding_checks(), *debt_checks()]:
         problems.extend(
             LedgerProblem(ProblemKind.FUNDING, say(row)) for row in conn.execute(statement)
         )
