@@ -386,7 +386,9 @@ KEYS: dict[str, KeySpec] = {
     "STRIPE_API_BASE": KeySpec(
         "Stripe API host; the sandbox and tests point it elsewhere", _api_base
     ),
-    "TOPUP_CHOICES": KeySpec("amounts offered on /me, e.g. 5,10,25"),
+    "TOPUP_CHOICES": KeySpec(
+        "amounts offered on /me, e.g. 5,10,25", show=lambda t: ",".join(m.plain() for m in t)
+    ),
     "TOPUP_MIN": KeySpec("smallest card top-up, e.g. 2.00"),
     "TOPUP_MAX": KeySpec("largest card top-up, e.g. 500.00"),
 }
@@ -428,7 +430,7 @@ def load_settings(
         if raw is None or raw.strip() == "":
             continue
         try:
-            if key in _MONEY_KEYS:
+            if key in _MONEY_KEYS or key == "TOPUP_CHOICES":
                 parsed[key] = raw
             else:
                 parsed[key.lower()] = spec.parse(raw)
