@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import requests
 import stripe
 
 from bot.config import Settings
+from bot.hosts import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,13 @@ class StripeGateway:
 
     def __init__(self, settings: Settings, *, max_network_retries: int = 2) -> None:
         self.settings = settings
+        session = requests.Session()
+        # A loopback API (the sandbox) is reached directly, never through a proxy.
+        session.trust_env = not is_loopback(urlsplit(settings.stripe_api_base).hostname or "")
         self.client = stripe.StripeClient(
             settings.stripe_secret_key,
             base_addresses={"api": settings.stripe_api_base},
-            http_client=stripe.RequestsClient(timeout=TIMEOUT_SECONDS),
+            http_client=stripe.RequestsClient(timeout=TIMEOUT_SECONDS, session=session),
             max_network_retries=max_network_retries,
         )
 

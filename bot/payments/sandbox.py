@@ -94,6 +94,8 @@ class StripeSandbox:
         self._lock = threading.RLock()
         self._idempotent: dict[str, tuple[int, dict[str, Any]]] = {}
         self._server: BaseWSGIServer | None = None
+        self._http = requests.Session()
+        self._http.trust_env = False  # webhooks go to loopback, never through a proxy
         self.base_url = ""
         self.app = self._create_app()
 
@@ -129,7 +131,7 @@ class StripeSandbox:
         if self.deliver is not None:
             status = self.deliver(body, header)
         elif self.webhook_url:
-            status = requests.post(
+            status = self._http.post(
                 self.webhook_url,
                 data=body,
                 headers={"Stripe-Signature": header, "Content-Type": "application/json"},
