@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import stripe
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from escrow import events, funding
 from escrow.db import transaction
 from escrow.ledger import Clock, Policy
-from escrow.schema import topups
+from escrow.schema import reversals, topups
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +226,20 @@ def charge_refunded(conn: Connection, policy: Policy, event: Any, now: datetime)
         if r.get("status") in ("succeeded", "pending")
     ]
     if not refunds:
-        # The charge came without its refunds listed: one refund per new total refunded.
+        # The charge came without its refunds listed: what was refunded beyond what is
+        # recorded for this charge is one refund, named by the charge and its new total.
         total = int(charge.get("amount_refunded") or 0)
-        refunds = [
-            {"id": f"{charge['id']}-{total}", "amount": total, "currency": charge["currency"]}
-        ]
+        recorded = int(
+            conn.execute(
+                select(func.coalesce(func.sum(reversals.c.amount_minor), 0)).where(
+                    reversals.c.charge_id == str(charge["id"]), reversals.c.kind == "refund"
+                )
+            ).scalar_one()
+        )
+        if total <= recorded:
+            return "already recorded: nothing refunded beyond what was taken"
+        refund_id = f"{charge['id']}-{total}"
+        refunds = [{"id": refund_id, "amount": total - recorded, "currency": charge["currency"]}]
     results = [
         funding.take_back(
             conn,
