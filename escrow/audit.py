@@ -5,10 +5,10 @@ every counter from the transfers, checks that debits equal credits (posted and p
 that no account that must not overdraw has, that every hold was resolved at most once,
 with its own amount and accounts, and never posted after it expired, and that each tip's
 state agrees with its transfers, and (`escrow.audit_funding`) that every deposit, refund,
-dispute and debt payment is in double entry. It returns problems as data (`LedgerProblem`: kind, the
-account, transfer or tip concerned, a message); an empty list is a clean
-ledger. Everything is computed in SQL, so memory does not grow with the ledger; the
-statements are built once per process.
+dispute and debt payment is in double entry. It returns problems as data (`LedgerProblem`:
+kind, the account, transfer or tip concerned, a message); an empty list is a clean ledger.
+Everything is computed in SQL, so memory does not grow with the ledger; the statements
+are built once per process.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
-from escrow.ledger import available_of, is_held
 from escrow.audit_funding import debt_checks, funding_checks
+from escrow.ledger import available_of, is_held
 from escrow.schema import TipState, accounts, tips, transfers
 
 POSTED_KINDS = ("deposit", "tip", "fee", "post", "payout", "refund")

@@ -20,8 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from escrow.db import insert_ignore
 from escrow.ledger import LedgerError, Policy
 from escrow.money import MoneyError
 from escrow.schema import EVENT_ENDPOINTS, stripe_events
@@ -47,9 +47,7 @@ def handles(endpoint: str, *types: str) -> Callable[[Handler], Handler]:
 
 def _insert_ignore(conn: Connection, row: dict[str, Any]) -> bool:
     """Insert the event row unless its id is taken; True if this call inserted it."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(stripe_events).values(**row).on_conflict_do_nothing(index_elements=["id"])
-    return bool(conn.execute(stmt).rowcount)
+    return bool(conn.execute(insert_ignore(conn, stripe_events, "id").values(**row)).rowcount)
 
 
 def _apply(conn: Connection, policy: Policy, handler: Handler, event: Event, now: datetime) -> str:

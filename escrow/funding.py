@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
+from escrow.db import insert_returning_ids
 from escrow.ledger import (
     FUNDING,
     DepositResult,
@@ -38,7 +39,6 @@ from escrow.ledger import (
     Transfer,
     apply_transfers,
     available,
-    insert_returning_ids,
     lock_accounts,
     system_account,
 )

@@ -247,5 +247,5 @@ def test_the_audit_names_a_debt_or_a_refund_that_does_not_match_its_transfers(
         conn.execute(update(reversals).values(taken_minor=399))
         problems = check_ledger(conn)
         conn.rollback()
-    assert any("debt 1 says 100 paid, its payments add up to 200" in p for p in problems)
-    assert any("stripe-refund:re_1 does not match the transfer" in p for p in problems)
+    assert any("debt 1 says 100 paid, its payments add up to 200" in str(p) for p in problems)
+    assert any("stripe-refund:re_1 does not match the transfer" in str(p) for p in problems)
