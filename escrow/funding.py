@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 
 from escrow.db import insert_returning_ids
+from escrow.flattrs import set_budget
 from escrow.ledger import (
     FUNDING,
     DepositResult,
@@ -327,8 +328,10 @@ def credit_invoice(conn: Connection, policy: Policy, invoice: Invoice, now: date
         )
         return f"problem: {problem}"
     who = _identity(conn, row.account_id)
-    deposit(conn, policy, who, policy.money(invoice.amount_minor), reference, now)
-    _set_monthly_budget(conn, row.account_id, invoice.amount_minor, now)
+    month = policy.money(invoice.amount_minor)
+    deposit(conn, policy, who, month, reference, now)
+    # The month paid is the budget, whatever the deployment's minimum for ones set by hand.
+    set_budget(conn, policy, who, month, minimum=month, now=now)
     conn.execute(
         update(subscriptions)
         .where(subscriptions.c.id == row.id)
@@ -349,27 +352,6 @@ def credit_invoice(conn: Connection, policy: Policy, invoice: Invoice, now: date
         intent = payment_reference(invoice.payment_id)
         applied += apply_waiting(conn, policy, intent, row.account_id, now)
     return f"credited {reference}" + (f"; applied {applied} waiting reversal(s)" if applied else "")
-
-
-def _set_monthly_budget(conn: Connection, account_id: int, minor: int, now: datetime) -> None:
-    """The subscription's amount becomes the supporter's monthly flattr budget."""
-    from escrow.schema import budgets  # the settlement's table; the budget rules live there
-
-    exists = conn.execute(
-        select(budgets.c.account_id).where(budgets.c.account_id == account_id)
-    ).first()
-    if exists is None:
-        conn.execute(
-            budgets.insert().values(
-                account_id=account_id, monthly_budget_minor=minor, updated_at=now
-            )
-        )
-    else:
-        conn.execute(
-            update(budgets)
-            .where(budgets.c.account_id == account_id)
-            .values(monthly_budget_minor=minor, updated_at=now)
-        )
 
 
 def subscription_started(

@@ -206,7 +206,8 @@ def test_a_paid_invoice_credits_the_month_and_sets_the_monthly_budget(engine: En
 
 
 def test_a_supporter_in_debt_flattrs_nobody_at_settlement(engine: Engine) -> None:
-    from escrow.settlement import record_flattr, settle
+    from escrow.flattrs import record_flattr
+    from escrow.settlement import settle
 
     run(engine, lambda c: claims.claim(c, POLICY, CAROL, NOW))
     run(engine, lambda c: claims.claim(c, POLICY, ALICE, NOW))
