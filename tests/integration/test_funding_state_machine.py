@@ -88,7 +88,7 @@ class Dispute:
     open: bool = True
 
 
-def funding_machine(db_url: str, template: Path | None, workdir: Path) -> type:
+def funding_machine(db_url: str, template: Path | None, workdir: Path) -> type:  # noqa: C901
     examples = iter(range(1_000_000))
 
     class FundingMachine(RuleBasedStateMachine):
