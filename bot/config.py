@@ -8,6 +8,7 @@ Secrets are kept out of `repr()` so they cannot leak into logs or tracebacks.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -123,6 +124,11 @@ class Settings:
     topup_choices_minor: tuple[int, ...] = (500, 1000, 2500)
     topup_min_minor: int = 200
     topup_max_minor: int = 50_000
+    payout_provider: str = ""  # empty: `stripe` with a Stripe key, else `off`
+    payout_min_minor: int = 1000
+    payout_schedule: str = "manual"
+    stripe_connect_webhook_secret: str = _secret()
+    payout_details_key: str = _secret()
 
     @property
     def mastodon_domain(self) -> str:
@@ -169,6 +175,34 @@ class Settings:
     def topup_max(self) -> Money:
         return self.money(self.topup_max_minor)
 
+    @property
+    def payout_method(self) -> str:
+        """How creators are paid: `stripe`, `manual` or `off` (PAYOUT_PROVIDER, else `stripe`
+        when a Stripe key is set)."""
+        if self.payout_provider:
+            return self.payout_provider
+        return "stripe" if self.stripe_secret_key else "off"
+
+    @property
+    def payout_min(self) -> Money:
+        return self.money(self.payout_min_minor)
+
+    def payouts_status(self) -> str:
+        """One line for check-config: how creators withdraw."""
+        method = self.payout_method
+        if method == "off":
+            return "payouts are off (PAYOUT_PROVIDER=off, or no STRIPE_SECRET_KEY)"
+        line = (
+            f"payouts are on ({method}, at least {self.payout_min},"
+            f" schedule {self.payout_schedule})"
+        )
+        if method == "stripe" and not self.stripe_connect_webhook_secret:
+            line += (
+                "; STRIPE_CONNECT_WEBHOOK_SECRET is not set, so tipjar never learns that a"
+                " connected account may be paid"
+            )
+        return line
+
     def payments_status(self) -> str:
         """One line for check-config: whether supporters can add money by card."""
         if not self.topups_enabled:
@@ -211,6 +245,8 @@ class Settings:
             value = getattr(self, key.lower())
             if spec.secret:
                 out[key] = "(set)" if value else "(not set)"
+            elif key == "PAYOUT_PROVIDER":
+                out[key] = self.payout_method
             else:
                 out[key] = spec.show(value)
         return out
@@ -315,6 +351,31 @@ def _api_base(text: str) -> str:
     return url
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"{text.strip()!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _fernet_key(text: str) -> str:
+    """A Fernet key: 32 bytes in URL-safe base64 (never echoed: it is a secret)."""
+    text = text.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(
+            "is not a Fernet key (make one with: python -c 'from cryptography.fernet import"
+            " Fernet; print(Fernet.generate_key().decode())')"
+        )
+    return text
+
+
 def _log_level(text: str) -> str:
     text = text.strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -328,7 +389,14 @@ def _schedule_show(s: NoticeSchedule) -> str:
     return ",".join(parts) or "none"
 
 
-_MONEY_KEYS = {"MIN_TIP", "MAX_TIP", "MIN_MONTHLY_BUDGET", "TOPUP_MIN", "TOPUP_MAX"}
+_MONEY_KEYS = {
+    "MIN_TIP",
+    "MAX_TIP",
+    "MIN_MONTHLY_BUDGET",
+    "TOPUP_MIN",
+    "TOPUP_MAX",
+    "PAYOUT_MIN",
+}
 
 KEYS: dict[str, KeySpec] = {
     "DATABASE_URL": KeySpec("database URL: sqlite:///tipjar.db or postgresql://...", _database_url),
@@ -391,6 +459,25 @@ KEYS: dict[str, KeySpec] = {
     ),
     "TOPUP_MIN": KeySpec("smallest card top-up, e.g. 2.00"),
     "TOPUP_MAX": KeySpec("largest card top-up, e.g. 500.00"),
+    "PAYOUT_PROVIDER": KeySpec(
+        "how creators withdraw: stripe (Connect), manual (the maintainer pays) or off;"
+        " default stripe with a Stripe key, else off",
+        _one_of("stripe", "manual", "off"),
+    ),
+    "PAYOUT_MIN": KeySpec("smallest withdrawal, e.g. 10.00"),
+    "PAYOUT_SCHEDULE": KeySpec(
+        "manual (creators ask), weekly or monthly (the worker pays every balance)",
+        _one_of("manual", "weekly", "monthly"),
+    ),
+    "STRIPE_CONNECT_WEBHOOK_SECRET": KeySpec(
+        "signing secret (whsec_…) of the Connect webhook endpoint /stripe/webhook/connect",
+        secret=True,
+    ),
+    "PAYOUT_DETAILS_KEY": KeySpec(
+        "Fernet key that encrypts creators' payout details (manual provider)",
+        _fernet_key,
+        secret=True,
+    ),
 }
 
 PLATFORM_NAMES = ("x", "mastodon")
@@ -481,6 +568,15 @@ def _payment_problems(settings: Settings) -> list[str]:
                 "STRIPE_SECRET_KEY is a live key but PUBLIC_BASE_URL is http://: real card"
                 " payments need an https site"
             )
+    if settings.payout_min_minor <= 0:
+        problems.append("PAYOUT_MIN: must be more than zero")
+    if settings.payout_method == "manual" and not settings.payout_details_key:
+        problems.append(
+            "PAYOUT_DETAILS_KEY is missing: the manual provider keeps creators' payout details"
+            " encrypted with it"
+        )
+    if settings.payout_method == "stripe" and not settings.stripe_secret_key:
+        problems.append("PAYOUT_PROVIDER=stripe needs STRIPE_SECRET_KEY")
     if settings.stripe_secret_key and not settings.stripe_webhook_secret:
         problems.append(
             "STRIPE_WEBHOOK_SECRET is missing: without it no payment can be credited"

@@ -34,7 +34,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.sql.expression import text, true
+from sqlalchemy.sql.expression import false, text, true
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -580,3 +580,86 @@ stripe_events = Table(
     CheckConstraint(f"endpoint IN {EVENT_ENDPOINTS!r}", name="endpoint"),
 )
 Index("ix_stripe_events_received_at", stripe_events.c.received_at)
+
+# --- money out: payouts to creators (migration 0008) ------------------------------------
+
+PAYOUT_PROVIDERS = ("stripe", "manual")
+PAYOUT_STATES = ("pending", "posted", "voided")
+
+# Where a creator is paid: a Stripe connected account (Connect) or, for the manual
+# provider, free text (an IBAN, a PayPal address) kept only as Fernet ciphertext.
+# `connections` counts connected accounts created for this creator, so a creator who
+# disconnected and connects again gets a new idempotency key (`account-<id>-<n>`).
+payout_accounts = Table(
+    "payout_accounts",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True, autoincrement=False),
+    Column("stripe_account_id", String(255), unique=True),
+    Column("payouts_enabled", Boolean, nullable=False, server_default=false()),
+    Column("connections", Integer, nullable=False, server_default="0"),
+    Column("details_ciphertext", Text),
+    Column("disconnected_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("connections >= 0", name="connections_non_negative"),
+)
+
+# One withdrawal: a hold (pending transfer) creator -> `payouts`, written with the row in
+# one transaction; posted when the provider confirms (a Stripe transfer `reference`, or the
+# maintainer's reference), voided when it is refused or cancelled. The relay sends a
+# Stripe payout with the idempotency key `payout-<id>`; `attempts` and `next_attempt_at`
+# are its backoff (claiming a row pushes `next_attempt_at` out, which is also its lease).
+# A Stripe reversal of a posted payout gives money back: `reversed_minor`, one
+# `payout_reversals` row per reversal.
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Money_("amount_minor", nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("hold_transfer_id", Id, ForeignKey("transfers.id"), nullable=False, unique=True),
+    Column("resolution_transfer_id", Id, ForeignKey("transfers.id"), unique=True),
+    Column("destination", String(255)),  # the connected account (stripe)
+    Column("reference", String(255), unique=True),  # Stripe transfer id or the maintainer's
+    Money_("reversed_minor", nullable=False, server_default="0"),
+    Column("origin", String(16), nullable=False, server_default="creator"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(f"provider IN {PAYOUT_PROVIDERS!r}", name="provider"),
+    CheckConstraint(f"state IN {PAYOUT_STATES!r}", name="state"),
+    CheckConstraint("origin IN ('creator', 'schedule')", name="origin"),
+    CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+    CheckConstraint(
+        "(state = 'pending') = (resolution_transfer_id IS NULL)", name="pending_iff_unresolved"
+    ),
+    CheckConstraint(
+        "reversed_minor >= 0 AND reversed_minor <= amount_minor", name="reversed_within_amount"
+    ),
+    CheckConstraint("state = 'posted' OR reversed_minor = 0", name="only_posted_reversed"),
+)
+Index("ix_payouts_account_id", payouts.c.account_id, payouts.c.created_at)
+Index("ix_payouts_due", payouts.c.next_attempt_at, payouts.c.id, **partial("state = 'pending'"))
+# At most one withdrawal on its way per creator: two tabs submitting at once get one payout
+# and a clear refusal, never two.
+Index("uq_payouts_one_pending", payouts.c.account_id, unique=True, **partial("state = 'pending'"))
+
+payout_reversals = Table(
+    "payout_reversals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("payout_id", Id, ForeignKey("payouts.id"), nullable=False),
+    Column("reference", String(255), nullable=False, unique=True),
+    Money_("amount_minor", nullable=False),
+    Column("transfer_id", Id, ForeignKey("transfers.id"), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+Index("ix_payout_reversals_payout_id", payout_reversals.c.payout_id)

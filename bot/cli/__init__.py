@@ -12,7 +12,15 @@ from typing import IO, Any
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from bot.cli import demo_cmds, funds_cmds, ledger_cmds, settle_cmds, web_cmds, x_cmds
+from bot.cli import (
+    demo_cmds,
+    funds_cmds,
+    ledger_cmds,
+    payout_cmds,
+    settle_cmds,
+    web_cmds,
+    x_cmds,
+)
 from bot.cli.context import Context
 
 
@@ -68,5 +76,5 @@ def main(ctx: click.Context) -> None:
     ctx.obj = Context()
 
 
-for area in (ledger_cmds, funds_cmds, settle_cmds, x_cmds, web_cmds, demo_cmds):
+for area in (ledger_cmds, funds_cmds, payout_cmds, settle_cmds, x_cmds, web_cmds, demo_cmds):
     area.register(main)

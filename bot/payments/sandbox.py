@@ -37,6 +37,7 @@ from bot.hosts import is_loopback
 
 SECRET_KEY = "sk_test_sandbox"  # noqa: S105 (the sandbox's own, well-known test key)
 WEBHOOK_SECRET = "whsec_sandbox"  # noqa: S105
+CONNECT_WEBHOOK_SECRET = "whsec_sandbox_connect"  # noqa: S105
 API_VERSION = "2025-09-30.clover"
 
 
@@ -57,6 +58,23 @@ def parse_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return out
+
+
+def _api_error(message: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"type": "invalid_request_error", "message": message, "code": code}}
+
+
+class _Refusal(Exception):
+    """A request the stand-in refuses as Stripe would (an HTTP 4xx with an error body)."""
+
+    def __init__(self, status: int, message: str, body: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body or _api_error(message)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
 
 
 class _Quiet(WSGIRequestHandler):
@@ -86,6 +104,10 @@ class StripeSandbox:
     requests_seen: list[tuple[str, str, dict[str, Any], str | None]] = field(default_factory=list)
     faults: list[int] = field(default_factory=list)  # HTTP statuses for the next API calls
     deliver: Callable[[bytes, str], int] | None = None
+    # Connect: events about connected accounts go to their own endpoint and secret.
+    connect_webhook_url: str = ""
+    connect_webhook_secret: str = CONNECT_WEBHOOK_SECRET
+    deliver_connect: Callable[[bytes, str], int] | None = None
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host):
@@ -104,8 +126,10 @@ class StripeSandbox:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_sbx{next(self._ids):06d}{secrets.token_hex(4)}"
 
-    def _event(self, event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
-        event = {
+    def _event(
+        self, event_type: str, obj: dict[str, Any], account: str | None = None
+    ) -> dict[str, Any]:
+        event: dict[str, Any] = {
             "id": self.new_id("evt"),
             "object": "event",
             "api_version": API_VERSION,
@@ -116,6 +140,8 @@ class StripeSandbox:
             "request": {"id": None, "idempotency_key": None},
             "type": event_type,
         }
+        if account is not None:
+            event["account"] = account  # a Connect event: about a connected account
         with self._lock:
             self.events.append(event)
             if self.hold_events:
@@ -127,12 +153,16 @@ class StripeSandbox:
     def send(self, event: dict[str, Any], *, signature: str | None = None) -> int:
         """Deliver `event` to the webhook endpoint, signed; returns the HTTP status."""
         body = json.dumps(event).encode()
-        header = signature or sign(body, self.webhook_secret)
-        if self.deliver is not None:
-            status = self.deliver(body, header)
-        elif self.webhook_url:
+        connect = "account" in event
+        secret = self.connect_webhook_secret if connect else self.webhook_secret
+        header = signature or sign(body, secret)
+        deliver = self.deliver_connect if connect else self.deliver
+        url = self.connect_webhook_url if connect else self.webhook_url
+        if deliver is not None:
+            status = deliver(body, header)
+        elif url:
             status = self._http.post(
-                self.webhook_url,
+                url,
                 data=body,
                 headers={"Stripe-Signature": header, "Content-Type": "application/json"},
                 timeout=30,
@@ -344,6 +374,131 @@ class StripeSandbox:
         self._event("customer.subscription.updated", self.public(sub))
         return sub
 
+    # -- Connect: connected accounts, onboarding, transfers, reversals ---------------------
+
+    def _account(self, params: dict[str, Any]) -> dict[str, Any]:
+        account_id = self.new_id("acct")
+        requested = params.get("capabilities", {}).get("transfers", {}).get("requested")
+        return {
+            "id": account_id,
+            "object": "account",
+            "business_type": None,
+            "capabilities": {"transfers": "inactive" if requested else None},
+            "charges_enabled": False,
+            "controller": {
+                "type": "application",
+                "is_controller": True,
+                **params.get("controller", {}),
+            },
+            "country": "DE",
+            "created": int(time.time()),
+            "default_currency": "eur",
+            "details_submitted": False,
+            "email": None,
+            "metadata": params.get("metadata", {}),
+            "payouts_enabled": False,
+            "requirements": {"currently_due": ["external_account", "tos_acceptance.date"]},
+            "type": "none",
+        }
+
+    def _account_link(self, params: dict[str, Any]) -> dict[str, Any]:
+        token = secrets.token_urlsafe(12)
+        now = int(time.time())
+        link = {
+            "object": "account_link",
+            "created": now,
+            "expires_at": now + 300,
+            "url": f"{self.base_url}/onboard/{params.get('account')}/{token}",
+            "_account": params.get("account"),
+            "_return_url": params.get("return_url"),
+            "_refresh_url": params.get("refresh_url"),
+            "_used": False,
+        }
+        self.objects[f"link_{token}"] = link
+        return link
+
+    def complete_onboarding(self, account_id: str) -> dict[str, Any]:
+        """The creator finished Stripe's onboarding: payouts enabled, `account.updated`."""
+        with self._lock:
+            account = self.objects[account_id]
+            account.update(details_submitted=True, payouts_enabled=True, charges_enabled=False)
+            account["capabilities"]["transfers"] = "active"
+            account["requirements"] = {"currently_due": []}
+        self._event("account.updated", self.public(account), account=account_id)
+        return account
+
+    def deauthorize(self, account_id: str) -> dict[str, Any]:
+        """The creator removed tipjar from their Stripe account."""
+        application = {"id": "ca_sandbox", "object": "application", "name": "tipjar"}
+        with self._lock:
+            self.objects[account_id]["_deauthorized"] = True
+        return self._event("account.application.deauthorized", application, account=account_id)
+
+    def _transfer(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        destination = str(params.get("destination", ""))
+        account = self.objects.get(destination)
+        if account is None or account.get("object") != "account":
+            return 400, _api_error(f"No such destination: '{destination}'", "resource_missing")
+        if account["capabilities"].get("transfers") != "active" or account.get("_deauthorized"):
+            return 400, _api_error(
+                "Your destination account needs to have at least one of the following"
+                " capabilities enabled: transfers, crypto_transfers, legacy_payments",
+                "insufficient_capabilities_for_transfer",
+            )
+        transfer_id = self.new_id("tr")
+        transfer = {
+            "id": transfer_id,
+            "object": "transfer",
+            "amount": int(params.get("amount", 0)),
+            "amount_reversed": 0,
+            "created": int(time.time()),
+            "currency": str(params.get("currency", "eur")).lower(),
+            "description": None,
+            "destination": destination,
+            "destination_payment": self.new_id("py"),
+            "livemode": False,
+            "metadata": params.get("metadata", {}),
+            "reversals": {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "url": f"/v1/transfers/{transfer_id}/reversals",
+            },
+            "reversed": False,
+            "source_transaction": None,
+            "transfer_group": None,
+        }
+        self.objects[transfer_id] = transfer
+        return 200, transfer
+
+    def transfers(self) -> list[dict[str, Any]]:
+        return [o for o in self.objects.values() if o.get("object") == "transfer"]
+
+    def reverse_transfer(self, transfer_id: str, amount: int | None = None) -> dict[str, Any]:
+        """Reverse (part of) a transfer: the money comes back, `transfer.reversed`."""
+        with self._lock:
+            transfer = self.objects[transfer_id]
+            left = transfer["amount"] - transfer["amount_reversed"]
+            amount = left if amount is None else amount
+            reversal = {
+                "id": self.new_id("trr"),
+                "object": "transfer_reversal",
+                "amount": amount,
+                "balance_transaction": None,
+                "created": int(time.time()),
+                "currency": transfer["currency"],
+                "destination_payment_refund": None,
+                "metadata": {},
+                "source_refund": None,
+                "transfer": transfer_id,
+            }
+            transfer["amount_reversed"] += amount
+            transfer["reversed"] = transfer["amount_reversed"] >= transfer["amount"]
+            transfer["reversals"]["data"].insert(0, reversal)
+            self.objects[reversal["id"]] = reversal
+        self._event("transfer.reversed", self.public(transfer))
+        return reversal
+
     # -- HTTP ------------------------------------------------------------------------------
 
     def _create_app(self) -> Flask:
@@ -366,9 +521,15 @@ class StripeSandbox:
                 if key and key in self._idempotent:
                     status, body = self._idempotent[key]
                     return Response(json.dumps(body), content_type="application/json"), status
-                body = work(params)
+                try:
+                    body = work(params)
+                    status = 200
+                except _Refusal as refusal:
+                    status, body = refusal.status, refusal.body
                 if key:
-                    self._idempotent[key] = (200, body)
+                    self._idempotent[key] = (status, body)
+                if status != 200:
+                    return Response(json.dumps(body), content_type="application/json"), status
             return Response(json.dumps(body), content_type="application/json")
 
         @app.post("/v1/checkout/sessions")
@@ -408,6 +569,68 @@ class StripeSandbox:
             session = self.pay(session_id)
             return redirect(session["success_url"] or "/", 303)
 
+        @app.post("/v1/accounts")
+        def create_account() -> Any:
+            def work(params: dict[str, Any]) -> dict[str, Any]:
+                account = self._account(params)
+                self.objects[account["id"]] = account
+                return self.public(account)
+
+            return api(work)
+
+        @app.post("/v1/account_links")
+        def create_account_link() -> Any:
+            def work(params: dict[str, Any]) -> dict[str, Any]:
+                if params.get("account") not in self.objects:
+                    raise _Refusal(400, f"No such account: '{params.get('account')}'")
+                return self.public(self._account_link(params))
+
+            return api(work)
+
+        @app.post("/v1/transfers")
+        def create_transfer() -> Any:
+            def work(params: dict[str, Any]) -> dict[str, Any]:
+                status, body = self._transfer(params)
+                if status != 200:
+                    raise _Refusal(status, body["error"]["message"], body)
+                return body
+
+            return api(work)
+
+        @app.post("/v1/transfers/<transfer_id>/reversals")
+        def create_reversal(transfer_id: str) -> Any:
+            if transfer_id not in self.objects:
+                return error(404, "invalid_request_error", f"No such transfer: '{transfer_id}'")
+            return api(
+                lambda params: self.reverse_transfer(transfer_id, _int(params.get("amount")))
+            )
+
+        @app.get("/onboard/<account_id>/<token>")
+        def onboarding_page(account_id: str, token: str) -> Any:
+            link = self.objects.get(f"link_{token}")
+            if link is None or link["_account"] != account_id:
+                return error(404, "invalid_request_error", "No such onboarding link")
+            if link["_used"] or link["expires_at"] < time.time():
+                # Stripe sends the creator to refresh_url to get a new link.
+                return redirect(link["_refresh_url"] or "/", 303)
+            return (
+                "<!doctype html><title>Stripe sandbox onboarding</title>"
+                "<h1>Stripe sandbox: get paid by tipjar</h1>"
+                "<p>Stripe would ask here for your bank account and identity.</p>"
+                '<form method="post"><button name="submit" value="1">Submit</button></form>'
+            )
+
+        @app.post("/onboard/<account_id>/<token>")
+        def onboard(account_id: str, token: str) -> BaseResponse:
+            link = self.objects.get(f"link_{token}")
+            if link is None or link["_account"] != account_id:
+                return Response("no such onboarding link", status=404)
+            if link["_used"] or link["expires_at"] < time.time():
+                return redirect(link["_refresh_url"] or "/", 303)
+            link["_used"] = True
+            self.complete_onboarding(account_id)
+            return redirect(link["_return_url"] or "/", 303)
+
         return app
 
     def start(self) -> str:
@@ -435,4 +658,5 @@ class StripeSandbox:
             "STRIPE_SECRET_KEY": SECRET_KEY,
             "STRIPE_WEBHOOK_SECRET": self.webhook_secret,
             "STRIPE_API_BASE": self.base_url,
+            "STRIPE_CONNECT_WEBHOOK_SECRET": self.connect_webhook_secret,
         }
