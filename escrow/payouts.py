@@ -68,8 +68,8 @@ class PayoutError(LedgerError):
 
 def backoff(attempts: int) -> timedelta:
     """How long to wait after the `attempts`-th try: 30 s, 60 s, 120 s, ... at most 1 h."""
-    step = FIRST_RETRY * (2 ** max(0, min(attempts - 1, 16)))
-    return min(step, LAST_RETRY)
+    step: timedelta = FIRST_RETRY * int(2 ** max(0, min(attempts - 1, 16)))
+    return step if step < LAST_RETRY else LAST_RETRY
 
 
 # --- where a creator is paid ------------------------------------------------------------

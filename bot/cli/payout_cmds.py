@@ -18,6 +18,7 @@ from bot.cli.output import EXIT_PROBLEM, emit_json, fail, money, table, when
 from escrow import payouts
 from escrow.db import transaction
 from escrow.ledger import LedgerError, utcnow
+from escrow.money import Money
 
 pass_ctx = click.make_pass_decorator(Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -102,12 +103,14 @@ def payouts_run(ctx: Context, once: bool, as_json: bool) -> None:
 
 
 @payouts_group.command("export")
-@click.option("--csv", "as_csv", is_flag=True, required=True, help="CSV on stdout.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout, for a spreadsheet.")
+@json_option
 @pass_ctx
-def payouts_export(ctx: Context, as_csv: bool) -> None:
-    """The manual payouts to pay now, with where to pay them (decrypted), as CSV.
+def payouts_export(ctx: Context, as_csv: bool, as_json: bool) -> None:
+    """The manual payouts to pay now, with where to pay them (decrypted), as CSV or JSON.
 
-    Pay each one, then `tipjar payouts mark-paid ID --reference REF`.
+    Pay each one, then `tipjar payouts mark-paid ID --reference REF`. The output holds the
+    creators' payout details in clear: keep it off shared drives and delete it after use.
 
     \b
     Example:
@@ -115,32 +118,42 @@ def payouts_export(ctx: Context, as_csv: bool) -> None:
     """
     from bot.payments import details
 
+    if as_csv == as_json:
+        raise click.UsageError("give one of --csv or --json")
     settings = ctx.settings
     with ctx.engine.connect() as conn:
-        due = payouts.list_payouts(conn, "pending", provider="manual")
+        due = list(reversed(payouts.list_payouts(conn, "pending", provider="manual")))
     if due and not settings.payout_details_key:
         fail("PAYOUT_DETAILS_KEY is not set: the payout details cannot be read")
-    out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(["id", "creator", "amount", "currency", "details", "requested_at"])
-    for line in reversed(due):
+
+    def readable(ciphertext: str | None) -> str:
+        if not ciphertext:
+            return ""
         try:
-            text = (
-                details.decrypt(settings.payout_details_key, line.details_ciphertext)
-                if line.details_ciphertext
-                else ""
-            )
+            return details.decrypt(settings.payout_details_key, ciphertext)
         except details.DetailsError as e:
-            text = f"(unreadable: {e})"
-        out.writerow(
-            [
-                line.id,
-                line.creator,
-                money(line.amount_minor, line.currency).replace("\u00a0", " "),
-                line.currency,
-                text,
-                when(line.created_at),
-            ]
-        )
+            return f"(unreadable: {e})"
+
+    rows = [
+        {
+            "id": line.id,
+            "creator": line.creator,
+            "amount": Money(line.amount_minor, line.currency).plain(),
+            "amount_minor": line.amount_minor,
+            "currency": line.currency,
+            "details": readable(line.details_ciphertext),
+            "requested_at": line.created_at,
+        }
+        for line in due
+    ]
+    if as_json:
+        emit_json({"currency": settings.currency, "payouts": rows})
+        return
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    columns = ["id", "creator", "amount", "currency", "details", "requested_at"]
+    out.writerow(columns)
+    for row, line in zip(rows, due, strict=True):
+        out.writerow([row[c] for c in columns[:-1]] + [when(line.created_at)])
 
 
 @payouts_group.command("mark-paid")
