@@ -258,9 +258,9 @@ def test_amounts_outside_the_rules_are_refused_with_nothing_moved(
 ) -> None:
     aid = creator(engine, clock)
     connect(engine, gateway, wired, clock, aid)
-    with pytest.raises(payouts.PayoutError, match="you have only €18.00 available"):
+    with pytest.raises(payouts.PayoutError, match=r"you have only €18\.00 available"):
         request(engine, clock, aid, 1801)
-    with pytest.raises(payouts.PayoutError, match="the smallest withdrawal is €1.00"):
+    with pytest.raises(payouts.PayoutError, match=r"the smallest withdrawal is €1\.00"):
         request(engine, clock, aid, 99)
     with pytest.raises(payouts.PayoutError, match="payouts are off"):
         transaction(
