@@ -471,3 +471,29 @@ def test_two_relays_on_postgresql_send_each_payout_once(
     assert sorted(transfer_keys(wired)) == sorted(f"payout-{i}" for i in ids)
     assert len(wired.transfers()) == 8
     audit_clean(engine)
+
+
+def test_the_worker_sends_payouts_every_minute_and_pays_balances_on_schedule(
+    engine: Engine, wired: StripeSandbox, gateway: relay.ConnectGateway, clock: Clock
+) -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    from bot.scheduler import Jobs, build_scheduler
+    from tests.support.fake_x import FakeXApi
+
+    settings = settings_for(wired.base_url, PAYOUT_SCHEDULE="monthly")
+    jobs = Jobs(settings, engine, FakeXApi(), clock, threading.Event())
+    by_id = {job.id: job for job in build_scheduler(jobs, settings).get_jobs()}
+    assert by_id["payouts"].trigger.interval == timedelta(minutes=1)
+    monthly = by_id["payout_schedule"].trigger
+    assert isinstance(monthly, CronTrigger)
+    fields = {f.name: str(f) for f in monthly.fields}
+    assert (fields["day"], fields["hour"], fields["minute"]) == ("1", "6", "0")
+
+    aid = creator(engine, clock)
+    connect(engine, gateway, wired, clock, aid)
+    jobs.payout_schedule()
+    assert [t["amount"] for t in wired.transfers()] == [1800]
+    jobs.payouts()
+    assert len(wired.transfers()) == 1
+    audit_clean(engine)
