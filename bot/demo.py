@@ -211,6 +211,7 @@ def stage(
         netloc = f"[{host}]" if ":" in host else host
         web_url = f"http://{netloc}:{server.server_port}"
         stripe_box.webhook_url = f"{web_url}/stripe/webhook"
+        stripe_box.connect_webhook_url = f"{web_url}/stripe/webhook/connect"
         settings = load_settings(
             {
                 **sandbox.env(),
@@ -224,6 +225,7 @@ def stage(
                 "PUBLIC_BASE_URL": web_url,
                 "SECRET_KEY": secrets.token_urlsafe(48),
                 "LOG_LEVEL": "WARNING",
+                "PAYOUT_MIN": "1.00",  # bob withdraws his €1.80
             },
             env_file=None,
         )
@@ -682,6 +684,55 @@ def expiry(st: Stage, n: Narrator) -> None:
     n.block(st.cli(accounts_show, "@alice"))
 
 
+def payout(st: Stage, n: Narrator) -> None:
+    from bot.cli.ledger_cmds import accounts_show
+    from bot.cli.payout_cmds import payouts_list, payouts_run
+
+    n.heading("@bob withdraws his €1.80 (Stripe Connect, over HTTP)")
+    browser = _local_session()
+    _sign_in(st, browser, st.people["bob"])
+    me = f"{st.web_url}/me"
+
+    def token() -> str:
+        return dict(_page(browser.get(me, timeout=HTTP_TIMEOUT).text).fields).get("csrf_token", "")
+
+    r = browser.post(
+        f"{me}/payouts/connect",
+        data={"csrf_token": token()},
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    expect(r.status_code == 303, f"/me/payouts/connect answered {r.status_code}")
+    onboarding = r.headers["Location"]
+    n.say(f"POST /me/payouts/connect  -> 303 to Stripe's onboarding ({_path(onboarding)[:30]}…)")
+    r = browser.post(onboarding, data={"submit": "1"}, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    expect(r.status_code == 303, f"the onboarding page answered {r.status_code}")
+    delivered = st.stripe.deliveries[-1]
+    expect(delivered.status == 200, f"the Connect webhook answered {delivered.status}")
+    n.say(
+        f"POST {_path(onboarding)[:20]:20} -> bob submits; Stripe signs and sends"
+        f" {delivered.event['type']} (payouts_enabled) -> {delivered.status}; back to /me"
+    )
+    r = browser.post(
+        f"{me}/payouts",
+        data={"csrf_token": token(), "amount": "1.80"},
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    expect(r.status_code == 303, f"/me/payouts answered {r.status_code}")
+    expect(st.available("bob") == st.eur("0.00"), "bob's €1.80 is not reserved for the payout")
+    n.say("POST /me/payouts 1.80      -> 303; €1.80 is on its way (a hold bob -> payouts)")
+    n.say("$ tipjar payouts run --once   (the worker does this every minute)")
+    n.block(st.cli(payouts_run, "--once"))
+    (made,) = st.stripe.transfers()
+    expect(made["amount"] == 180, f"Stripe was asked to transfer {made['amount']}")
+    n.say(f"Stripe made one transfer {made['id']} of €1.80 to {made['destination']}")
+    n.say("$ tipjar payouts list")
+    n.block(st.cli(payouts_list))
+    n.say("$ tipjar accounts show @bob")
+    n.block(st.cli(accounts_show, "@bob"))
+
+
 def audit(st: Stage, n: Narrator) -> None:
     from bot.cli.ledger_cmds import audit as audit_cmd
 
@@ -723,7 +774,7 @@ def audit(st: Stage, n: Narrator) -> None:
 
 
 STORY_TO_CLAIM = (introduce, deposit, tweet, poll, notices, balances)
-STORY_FROM_CLAIM = (claim, settlement, expiry, mastodon_act, audit)
+STORY_FROM_CLAIM = (claim, settlement, expiry, mastodon_act, payout, audit)
 
 
 def run_story(write: Write = click.echo) -> float:

@@ -17,7 +17,7 @@ from bot.cli.context import Context
 from bot.cli.output import EXIT_PROBLEM, emit_json, fail, money, table, when
 from escrow import payouts
 from escrow.db import transaction
-from escrow.ledger import LedgerError, utcnow
+from escrow.ledger import LedgerError
 from escrow.money import Money
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -85,7 +85,7 @@ def payouts_run(ctx: Context, once: bool, as_json: bool) -> None:
     if settings.payout_method != "stripe":
         run = None
     else:
-        run = run_relay(ctx.engine, ConnectGateway(settings), utcnow)
+        run = run_relay(ctx.engine, ConnectGateway(settings), ctx.ledger.clock)
     if as_json:
         emit_json(
             {
@@ -170,7 +170,8 @@ def payouts_mark_paid(ctx: Context, payout_id: int, reference: str, as_json: boo
     """
     try:
         result = transaction(
-            ctx.engine, lambda conn: payouts.mark_paid(conn, payout_id, reference, utcnow())
+            ctx.engine,
+            lambda conn: payouts.mark_paid(conn, payout_id, reference, ctx.ledger.clock()),
         )
     except LedgerError as e:
         fail(str(e), EXIT_PROBLEM)
@@ -192,7 +193,9 @@ def payouts_cancel(ctx: Context, payout_id: int, as_json: bool) -> None:
       tipjar payouts cancel 12
     """
     try:
-        result = transaction(ctx.engine, lambda conn: payouts.cancel(conn, payout_id, utcnow()))
+        result = transaction(
+            ctx.engine, lambda conn: payouts.cancel(conn, payout_id, ctx.ledger.clock())
+        )
     except LedgerError as e:
         fail(str(e), EXIT_PROBLEM)
     if as_json:
