@@ -6,7 +6,11 @@ It speaks Stripe's wire format to the real `stripe` client (form-encoded POSTs w
 is a page here with a "Pay" button. Paying completes the session and delivers the events
 Stripe would (`checkout.session.completed`; for a subscription also `invoice.paid`), signed
 with the endpoint secret exactly as Stripe signs them (`Stripe-Signature: t=…,v1=…`),
-before the browser is sent back to `success_url`. The control methods (`refund`,
+before the browser is sent back to `success_url`. For payouts it serves Connect: connected
+accounts, Account Links whose onboarding page enables payouts when submitted (and sends
+`account.updated`, a Connect event with a top-level `account`, signed with the Connect
+endpoint's own secret), transfers (refused, as Stripe does, to an account that cannot
+receive them) and reversals (`transfer.reversed`). The control methods (`refund`,
 `dispute`, `close_dispute`, `renew`) let a test or the demo play the rest of a payment's
 life. Object shapes are checked against Stripe's fixtures by a test.
 
