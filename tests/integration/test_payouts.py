@@ -497,3 +497,36 @@ def test_the_worker_sends_payouts_every_minute_and_pays_balances_on_schedule(
     jobs.payouts()
     assert len(wired.transfers()) == 1
     audit_clean(engine)
+
+
+def test_the_audit_names_a_payout_that_disagrees_with_its_transfers(
+    engine: Engine, wired: StripeSandbox, gateway: relay.ConnectGateway, clock: Clock
+) -> None:
+    from sqlalchemy import text, update
+
+    from escrow.ledger import PAYOUTS, Transfer, apply_transfers, system_account
+
+    aid = creator(engine, clock)
+    connect(engine, gateway, wired, clock, aid)
+    payout_id = request(engine, clock, aid, 1000)
+    relay.run_relay(engine, gateway, clock)
+    audit_clean(engine)
+
+    def tamper(conn: object) -> None:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))  # type: ignore[attr-defined]
+        conn.execute(  # type: ignore[attr-defined]
+            update(payouts_table).where(payouts_table.c.id == payout_id).values(reversed_minor=300)
+        )
+        sink = system_account(conn, PAYOUTS)  # type: ignore[arg-type]
+        apply_transfers(  # a hold into `payouts` that no payout owns
+            conn,  # type: ignore[arg-type]
+            [Transfer(aid, sink, 100, "hold", expires_at=clock() + timedelta(days=1))],
+            clock(),
+        )
+
+    transaction(engine, tamper)
+    with engine.connect() as conn:
+        problems = check_ledger(conn)
+    assert f"payout {payout_id}: what was reversed does not add up to its reversals" in problems
+    assert any("into payouts belongs to no payout" in p for p in problems)
