@@ -30,13 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, and_, func, or_, select, update
 from sqlalchemy.orm import aliased
 
+from escrow.db import for_update, insert_returning_ids, skip_locked
 from escrow.debts import open_debt
 from escrow.ledger import (
     PAYOUTS,
@@ -46,7 +47,7 @@ from escrow.ledger import (
     Transfer,
     apply_transfers,
     available,
-    insert_returning_ids,
+    available_of,
     lock_accounts,
     system_account,
 )
@@ -83,7 +84,7 @@ def payout_account(conn: Connection, account_id: int) -> Row[Any] | None:
 
 def _ensure_payout_account(conn: Connection, account_id: int, now: datetime) -> Row[Any]:
     row = conn.execute(
-        select(payout_accounts).where(payout_accounts.c.account_id == account_id).with_for_update()
+        for_update(select(payout_accounts).where(payout_accounts.c.account_id == account_id))
     ).one_or_none()
     if row is not None:
         return row
@@ -259,9 +260,7 @@ def request_payout(
 
 
 def _locked(conn: Connection, payout_id: int) -> Row[Any]:
-    row = conn.execute(
-        select(payouts).where(payouts.c.id == payout_id).with_for_update()
-    ).one_or_none()
+    row = conn.execute(for_update(select(payouts).where(payouts.c.id == payout_id))).one_or_none()
     if row is None:
         raise PayoutError(f"there is no payout {payout_id}")
     return row
@@ -343,15 +342,16 @@ def claim_due(conn: Connection, now: datetime, limit: int) -> list[Row[Any]]:
     other relay takes the row until then, and if this one dies the row comes back.
     """
     due = conn.execute(
-        select(payouts.c.id, payouts.c.attempts)
-        .where(
-            payouts.c.state == "pending",
-            payouts.c.provider == "stripe",
-            payouts.c.next_attempt_at <= now,
+        skip_locked(
+            select(payouts.c.id, payouts.c.attempts)
+            .where(
+                payouts.c.state == "pending",
+                payouts.c.provider == "stripe",
+                payouts.c.next_attempt_at <= now,
+            )
+            .order_by(payouts.c.next_attempt_at, payouts.c.id)
+            .limit(limit)
         )
-        .order_by(payouts.c.next_attempt_at, payouts.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
     ).all()
     for payout_id, attempts in due:
         conn.execute(
@@ -408,7 +408,7 @@ def mark_paid(conn: Connection, payout_id: int, reference: str, now: datetime) -
 def find_by_transfer(
     conn: Connection, transfer_reference: str, payout_id: int | None
 ) -> Row[Any] | None:
-    query = select(payouts).with_for_update()
+    query = for_update(select(payouts))
     if payout_id is not None:
         return conn.execute(query.where(payouts.c.id == payout_id)).one_or_none()
     return conn.execute(query.where(payouts.c.reference == transfer_reference)).one_or_none()
@@ -472,7 +472,7 @@ def reversed_at_provider(
 def scheduled_candidates(conn: Connection, provider: str, minimum_minor: int) -> list[int]:
     """Creators a scheduled run pays: payable through `provider`, at least the minimum
     available, and no payout already on its way."""
-    spare = accounts.c.credits_posted - accounts.c.debits_posted - accounts.c.debits_pending
+    spare = available_of(accounts.c)
     payable = (
         and_(payout_accounts.c.stripe_account_id.is_not(None), payout_accounts.c.payouts_enabled)
         if provider == "stripe"

@@ -527,6 +527,6 @@ def test_the_audit_names_a_payout_that_disagrees_with_its_transfers(
 
     transaction(engine, tamper)
     with engine.connect() as conn:
-        problems = check_ledger(conn)
+        problems = [str(p) for p in check_ledger(conn)]
     assert f"payout {payout_id}: what was reversed does not add up to its reversals" in problems
     assert any("into payouts belongs to no payout" in p for p in problems)
