@@ -136,6 +136,7 @@ def test_bob_connects_stripe_withdraws_and_is_paid_once(
     said = page(shop)
     assert "Your withdrawal of €1.80 is on its way" in said
     assert "On its way to you €1.80" in said and "Available €0.00" in said
+    assert "Reserved for tips waiting to be claimed €0.00" in said  # a payout is no tip
 
     relay.run_relay(shop.engine, relay.ConnectGateway(shop.settings), shop.clock)
     said = page(shop)
