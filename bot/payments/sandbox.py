@@ -77,6 +77,16 @@ class _Refusal(Exception):
         self.body = body or _api_error(message)
 
 
+def _answer(
+    work: Callable[[dict[str, Any]], dict[str, Any]], params: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """What the API answers to `work`: 200 and its object, or the refusal it raised."""
+    try:
+        return 200, work(params)
+    except _Refusal as refusal:
+        return refusal.status, refusal.body
+
+
 def _int(value: Any) -> int | None:
     return int(value) if value not in (None, "") else None
 
@@ -525,16 +535,10 @@ class StripeSandbox:
                 if key and key in self._idempotent:
                     status, body = self._idempotent[key]
                     return Response(json.dumps(body), content_type="application/json"), status
-                try:
-                    body = work(params)
-                    status = 200
-                except _Refusal as refusal:
-                    status, body = refusal.status, refusal.body
+                status, body = _answer(work, params)
                 if key:
                     self._idempotent[key] = (status, body)
-                if status != 200:
-                    return Response(json.dumps(body), content_type="application/json"), status
-            return Response(json.dumps(body), content_type="application/json")
+            return Response(json.dumps(body), content_type="application/json"), status
 
         @app.post("/v1/checkout/sessions")
         def create_session() -> Any:
@@ -573,6 +577,19 @@ class StripeSandbox:
             session = self.pay(session_id)
             return redirect(session["success_url"] or "/", 303)
 
+        self._connect_routes(app, api, error)
+        return app
+
+    def _link(self, account_id: str, token: str) -> dict[str, Any] | None:
+        link = self.objects.get(f"link_{token}")
+        return link if link is not None and link["_account"] == account_id else None
+
+    def _connect_routes(
+        self, app: Flask, api: Callable[..., Any], error: Callable[..., Any]
+    ) -> None:
+        """Connect's endpoints: accounts, account links (and their onboarding page),
+        transfers and reversals."""
+
         @app.post("/v1/accounts")
         def create_account() -> Any:
             def work(params: dict[str, Any]) -> dict[str, Any]:
@@ -609,10 +626,15 @@ class StripeSandbox:
                 lambda params: self.reverse_transfer(transfer_id, _int(params.get("amount")))
             )
 
+        self._onboarding_routes(app, error)
+
+    def _onboarding_routes(self, app: Flask, error: Callable[..., Any]) -> None:
+        """Stripe's hosted onboarding, played: a page whose Submit enables payouts."""
+
         @app.get("/onboard/<account_id>/<token>")
         def onboarding_page(account_id: str, token: str) -> Any:
-            link = self.objects.get(f"link_{token}")
-            if link is None or link["_account"] != account_id:
+            link = self._link(account_id, token)
+            if link is None:
                 return error(404, "invalid_request_error", "No such onboarding link")
             if link["_used"] or link["expires_at"] < time.time():
                 # Stripe sends the creator to refresh_url to get a new link.
@@ -626,16 +648,14 @@ class StripeSandbox:
 
         @app.post("/onboard/<account_id>/<token>")
         def onboard(account_id: str, token: str) -> BaseResponse:
-            link = self.objects.get(f"link_{token}")
-            if link is None or link["_account"] != account_id:
+            link = self._link(account_id, token)
+            if link is None:
                 return Response("no such onboarding link", status=404)
             if link["_used"] or link["expires_at"] < time.time():
                 return redirect(link["_refresh_url"] or "/", 303)
             link["_used"] = True
             self.complete_onboarding(account_id)
             return redirect(link["_return_url"] or "/", 303)
-
-        return app
 
     def start(self) -> str:
         """Serve on host:port (0 = any free port) from a daemon thread; returns base_url."""

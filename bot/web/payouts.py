@@ -89,77 +89,81 @@ def payouts_view(web: Web, conn: Connection, row: Any) -> dict[str, Any]:
     }
 
 
-def register(app: Flask, web: Web, gateway: connect.ConnectGateway | None = None) -> None:
-    settings = web.settings
-    state: dict[str, connect.ConnectGateway] = {} if gateway is None else {"gateway": gateway}
+def _back(message: str, category: str) -> BaseResponse:
+    flash(message, category)
+    return redirect(url_for("me"), 303)
 
-    def stripe_gateway() -> connect.ConnectGateway:
-        if "gateway" not in state:
-            state["gateway"] = connect.ConnectGateway(settings)
-        return state["gateway"]
 
-    def back(message: str, category: str) -> BaseResponse:
-        flash(message, category)
-        return redirect(url_for("me"), 303)
+class GetPaidPages:
+    """The "Get paid" routes of /me and the Connect webhook, bound to one web context."""
 
-    @app.context_processor
-    def get_paid() -> dict[str, Any]:
-        if request.endpoint != "me" or settings.payout_method == "off":
+    def __init__(self, web: Web, gateway: connect.ConnectGateway | None) -> None:
+        self.web = web
+        self.settings = web.settings
+        self._gateway = gateway
+
+    def gateway(self) -> connect.ConnectGateway:
+        if self._gateway is None:
+            self._gateway = connect.ConnectGateway(self.settings)
+        return self._gateway
+
+    def _creator(self) -> Any | None:
+        with self.web.engine.connect() as conn:
+            return _creator(conn)
+
+    def context(self) -> dict[str, Any]:
+        if request.endpoint != "me" or self.settings.payout_method == "off":
             return {}
-        with web.engine.connect() as conn:
+        with self.web.engine.connect() as conn:
             row = _creator(conn)
             if row is None:
                 return {}
-            return {"get_paid": payouts_view(web, conn, row)}
+            return {"get_paid": payouts_view(self.web, conn, row)}
 
-    def onboarding(account_id: int) -> BaseResponse:
+    def _onboarding(self, account_id: int) -> BaseResponse:
         try:
-            url = connect.start_connect(web.engine, stripe_gateway(), web.clock, account_id)
+            url = connect.start_connect(self.web.engine, self.gateway(), self.web.clock, account_id)
         except PaymentsUnavailable:
-            return back("Stripe could not be reached. Please try again in a moment.", "problem")
+            return _back("Stripe could not be reached. Please try again in a moment.", "problem")
         except (PaymentRefused, LedgerError) as e:
             log.warning("connecting account %d failed: %s", account_id, e)
-            return back("Stripe refused to set up your payout account.", "problem")
+            return _back("Stripe refused to set up your payout account.", "problem")
         return redirect(url, 303)
 
-    @app.before_request
-    def refresh_onboarding() -> BaseResponse | None:
-        # Stripe sends the creator back here when the single-use link expired: a new one.
+    def refresh(self) -> BaseResponse | None:
+        """Stripe sends the creator back to /me when the single-use link expired: a new one."""
         if request.endpoint != "me" or request.args.get("payouts") != "refresh":
             return None
-        if settings.payout_method != "stripe":
+        if self.settings.payout_method != "stripe":
             return None
-        with web.engine.connect() as conn:
+        with self.web.engine.connect() as conn:
             row = _creator(conn)
             where = payouts.payout_account(conn, int(row.id)) if row is not None else None
         if row is None or where is None or not where.stripe_account_id:
             return None
-        return onboarding(int(row.id))
+        return self._onboarding(int(row.id))
 
-    @app.post("/me/payouts/connect")
-    def connect_payouts() -> BaseResponse:
-        with web.engine.connect() as conn:
-            row = _creator(conn)
+    def connect(self) -> BaseResponse:
+        row = self._creator()
         if row is None:
             return redirect(url_for("claim_page"), 303)
-        if settings.payout_method != "stripe":
-            return back("Payouts through Stripe are not available here.", "problem")
-        return onboarding(int(row.id))
+        if self.settings.payout_method != "stripe":
+            return _back("Payouts through Stripe are not available here.", "problem")
+        return self._onboarding(int(row.id))
 
-    @app.post("/me/payouts")
-    def request_payout() -> BaseResponse:
-        with web.engine.connect() as conn:
-            row = _creator(conn)
+    def withdraw(self) -> BaseResponse:
+        row = self._creator()
         if row is None:
             return redirect(url_for("claim_page"), 303)
-        if settings.payout_method == "off":
-            return back("Withdrawals are not available here.", "problem")
+        method = self.settings.payout_method
+        if method == "off":
+            return _back("Withdrawals are not available here.", "problem")
         raw = request.form.get("amount", "").strip()
         try:
-            amount = parse_amount(raw, settings.currency)
+            amount = parse_amount(raw, self.settings.currency)
         except MoneyError:
-            return back(f"“{raw[:20]}” is not an amount. Write it like 10.00.", "problem")
-        account_id = int(row.id)
+            return _back(f"“{raw[:20]}” is not an amount. Write it like 10.00.", "problem")
+        account_id, web = int(row.id), self.web
         try:
             payout_id = transaction(
                 web.engine,
@@ -168,46 +172,55 @@ def register(app: Flask, web: Web, gateway: connect.ConnectGateway | None = None
                     web.policy,
                     account_id,
                     amount.minor,
-                    provider=settings.payout_method,
-                    minimum_minor=settings.payout_min_minor,
+                    provider=method,
+                    minimum_minor=self.settings.payout_min_minor,
                     now=web.now(),
                 ),
             )
         except LedgerError as e:
-            return back(f"Nothing was withdrawn: {e}.", "problem")
+            return _back(f"Nothing was withdrawn: {e}.", "problem")
         log.info("payout %d requested by account %d", payout_id, account_id)
-        how = "Stripe" if settings.payout_method == "stripe" else "the people running this site"
-        return back(f"Your withdrawal of {amount} is on its way; {how} will pay it.", "ok")
+        how = "Stripe" if method == "stripe" else "the people running this site"
+        return _back(f"Your withdrawal of {amount} is on its way; {how} will pay it.", "ok")
 
-    @app.post("/me/payouts/details")
-    def save_details() -> BaseResponse:
-        with web.engine.connect() as conn:
-            row = _creator(conn)
+    def save_details(self) -> BaseResponse:
+        row = self._creator()
         if row is None:
             return redirect(url_for("claim_page"), 303)
-        if settings.payout_method != "manual":
-            return back("Payout details are not used here.", "problem")
+        if self.settings.payout_method != "manual":
+            return _back("Payout details are not used here.", "problem")
         try:
             ciphertext = details.encrypt(
-                settings.payout_details_key, request.form.get("details", "")
+                self.settings.payout_details_key, request.form.get("details", "")
             )
         except details.DetailsError as e:
-            return back(f"Nothing was saved: {e}.", "problem")
-        account_id = int(row.id)
+            return _back(f"Nothing was saved: {e}.", "problem")
+        account_id, web = int(row.id), self.web
         transaction(
             web.engine, lambda conn: payouts.save_details(conn, account_id, ciphertext, web.now())
         )
-        return back("Saved. Withdrawals will be paid there.", "ok")
+        return _back("Saved. Withdrawals will be paid there.", "ok")
 
-    @app.post("/stripe/webhook/connect")
-    def stripe_connect_webhook() -> tuple[dict[str, Any], int]:
+    def webhook(self) -> tuple[dict[str, Any], int]:
         answer = receive_webhook(
-            web.engine,
-            web.policy,
-            web.clock,
+            self.web.engine,
+            self.web.policy,
+            self.web.clock,
             request.get_data(cache=False),
             request.headers.get("Stripe-Signature"),
-            settings.stripe_connect_webhook_secret,
+            self.settings.stripe_connect_webhook_secret,
             endpoint=connect.CONNECT,
         )
         return {"received": answer.status == 200}, answer.status
+
+
+def register(app: Flask, web: Web, gateway: connect.ConnectGateway | None = None) -> None:
+    pages = GetPaidPages(web, gateway)
+    app.context_processor(pages.context)
+    app.before_request(pages.refresh)
+    app.add_url_rule("/me/payouts/connect", "connect_payouts", pages.connect, methods=["POST"])
+    app.add_url_rule("/me/payouts", "request_payout", pages.withdraw, methods=["POST"])
+    app.add_url_rule("/me/payouts/details", "save_details", pages.save_details, methods=["POST"])
+    app.add_url_rule(
+        "/stripe/webhook/connect", "stripe_connect_webhook", pages.webhook, methods=["POST"]
+    )
