@@ -12,9 +12,9 @@ from bot.config import ConfigError, load_settings
 from escrow.ledger import LedgerError
 from escrow.migrate import current_revision, head_revision, upgrade
 from escrow.money import Money, MoneyError
-from escrow.pending_flattrs import count_pending_flattrs
 from escrow.payouts import PayoutTotals
 from escrow.payouts import totals as payout_totals
+from escrow.pending_flattrs import count_pending_flattrs
 from escrow.reports import AccountView, holds_for
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -131,9 +131,7 @@ def accounts() -> None:
     """Supporters' and creators' accounts."""
 
 
-def _account_json(
-    view: AccountView, pending_flattrs: int, paid: PayoutTotals
-) -> dict[str, object]:
+def _account_json(view: AccountView, pending_flattrs: int, paid: PayoutTotals) -> dict[str, object]:
     return {
         "platform": view.platform,
         "user_id": view.user_id,
