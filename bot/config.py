@@ -8,6 +8,7 @@ Secrets are kept out of `repr()` so they cannot leak into logs or tracebacks.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -134,6 +135,17 @@ class Settings:
     mastodon_access_token: str = _secret()
     mastodon_bot_acct: str = ""
     allow_loopback_instances: bool = False
+    stripe_secret_key: str = _secret()
+    stripe_webhook_secret: str = _secret()
+    stripe_api_base: str = "https://api.stripe.com"
+    topup_choices_minor: tuple[int, ...] = (500, 1000, 2500)
+    topup_min_minor: int = 200
+    topup_max_minor: int = 50_000
+    payout_provider: str = ""  # empty: `stripe` with a Stripe key, else `off`
+    payout_min_minor: int = 1000
+    payout_schedule: str = "manual"
+    stripe_connect_webhook_secret: str = _secret()
+    payout_details_key: str = _secret()
 
     @property
     def mastodon_domain(self) -> str:
@@ -166,6 +178,61 @@ class Settings:
     @property
     def notice_min_held(self) -> Money:
         return self.money(self.notice_min_held_minor)
+
+    @property
+    def topups_enabled(self) -> bool:
+        """Card top-ups need the provider's secret key; without it they are off."""
+        return bool(self.stripe_secret_key)
+
+    @property
+    def topup_choices(self) -> tuple[Money, ...]:
+        return tuple(self.money(m) for m in self.topup_choices_minor)
+
+    @property
+    def topup_min(self) -> Money:
+        return self.money(self.topup_min_minor)
+
+    @property
+    def topup_max(self) -> Money:
+        return self.money(self.topup_max_minor)
+
+    @property
+    def payout_method(self) -> str:
+        """How creators are paid: `stripe`, `manual` or `off` (PAYOUT_PROVIDER, else `stripe`
+        when a Stripe key is set)."""
+        if self.payout_provider:
+            return self.payout_provider
+        return "stripe" if self.stripe_secret_key else "off"
+
+    @property
+    def payout_min(self) -> Money:
+        return self.money(self.payout_min_minor)
+
+    def payouts_status(self) -> str:
+        """One line for check-config: how creators withdraw."""
+        method = self.payout_method
+        if method == "off":
+            return "payouts are off (PAYOUT_PROVIDER=off, or no STRIPE_SECRET_KEY)"
+        line = (
+            f"payouts are on ({method}, at least {self.payout_min},"
+            f" schedule {self.payout_schedule})"
+        )
+        if method == "stripe" and not self.stripe_connect_webhook_secret:
+            line += (
+                "; STRIPE_CONNECT_WEBHOOK_SECRET is not set, so tipjar never learns that a"
+                " connected account may be paid"
+            )
+        return line
+
+    def payments_status(self) -> str:
+        """One line for check-config: whether supporters can add money by card."""
+        if not self.topups_enabled:
+            return (
+                "card top-ups are off (STRIPE_SECRET_KEY is not set): supporters are funded"
+                " by `tipjar funds deposit`"
+            )
+        mode = "live" if self.stripe_secret_key.startswith(("sk_live_", "rk_live_")) else "test"
+        return f"card top-ups are on (Stripe, {mode} mode)"
 
     @property
     def callback_url(self) -> str:
@@ -202,6 +269,8 @@ class Settings:
                 out[key] = "(set)" if value else "(not set)"
             elif key == "DATABASE_URL":
                 out[key] = mask_database_url(value)
+            elif key == "PAYOUT_PROVIDER":
+                out[key] = self.payout_method
             else:
                 out[key] = spec.show(value)
         return out
@@ -315,6 +384,47 @@ def _mastodon_acct(text: str) -> str:
     return text
 
 
+def _stripe_key(text: str) -> str:
+    text = text.strip()
+    if not re.fullmatch(r"(sk|rk)_(test|live)_[A-Za-z0-9_]+", text):
+        # Never echo the value: it may be a real key pasted into the wrong place.
+        raise ValueError("is not a Stripe secret key (sk_test_… or sk_live_…)")
+    return text
+
+
+def _api_base(text: str) -> str:
+    url = _url(text)
+    host = (urlsplit(url).hostname or "").lower()
+    if url.startswith("http://") and not is_loopback(host):
+        raise ValueError(f"{url!r}: a remote Stripe API must be https (http is for loopback)")
+    return url
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"{text.strip()!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _fernet_key(text: str) -> str:
+    """A Fernet key: 32 bytes in URL-safe base64 (never echoed: it is a secret)."""
+    text = text.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(
+            "is not a Fernet key (make one with: python -c 'from cryptography.fernet import"
+            " Fernet; print(Fernet.generate_key().decode())')"
+        )
+    return text
+
+
 def _log_level(text: str) -> str:
     text = text.strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -328,7 +438,15 @@ def _schedule_show(s: NoticeSchedule) -> str:
     return ",".join(parts) or "none"
 
 
-_MONEY_KEYS = {"MIN_TIP", "MAX_TIP", "MIN_MONTHLY_BUDGET", "NOTICE_MIN_HELD"}
+_MONEY_KEYS = {
+    "MIN_TIP",
+    "MAX_TIP",
+    "MIN_MONTHLY_BUDGET",
+    "NOTICE_MIN_HELD",
+    "TOPUP_MIN",
+    "TOPUP_MAX",
+    "PAYOUT_MIN",
+}
 _USD_KEYS = {
     "X_DAILY_BUDGET",
     "X_PRICE_POST",
@@ -398,6 +516,41 @@ KEYS: dict[str, KeySpec] = {
         _flag,
         lambda v: "1" if v else "0",
     ),
+    "STRIPE_SECRET_KEY": KeySpec(
+        "Stripe secret key (sk_test_… or sk_live_…); empty: card top-ups are off",
+        _stripe_key,
+        secret=True,
+    ),
+    "STRIPE_WEBHOOK_SECRET": KeySpec(
+        "signing secret (whsec_…) of the Stripe webhook endpoint /stripe/webhook", secret=True
+    ),
+    "STRIPE_API_BASE": KeySpec(
+        "Stripe API host; the sandbox and tests point it elsewhere", _api_base
+    ),
+    "TOPUP_CHOICES": KeySpec(
+        "amounts offered on /me, e.g. 5,10,25", show=lambda t: ",".join(m.plain() for m in t)
+    ),
+    "TOPUP_MIN": KeySpec("smallest card top-up, e.g. 2.00"),
+    "TOPUP_MAX": KeySpec("largest card top-up, e.g. 500.00"),
+    "PAYOUT_PROVIDER": KeySpec(
+        "how creators withdraw: stripe (Connect), manual (the maintainer pays) or off;"
+        " default stripe with a Stripe key, else off",
+        _one_of("stripe", "manual", "off"),
+    ),
+    "PAYOUT_MIN": KeySpec("smallest withdrawal, e.g. 10.00"),
+    "PAYOUT_SCHEDULE": KeySpec(
+        "manual (creators ask), weekly or monthly (the worker pays every balance)",
+        _one_of("manual", "weekly", "monthly"),
+    ),
+    "STRIPE_CONNECT_WEBHOOK_SECRET": KeySpec(
+        "signing secret (whsec_…) of the Connect webhook endpoint /stripe/webhook/connect",
+        secret=True,
+    ),
+    "PAYOUT_DETAILS_KEY": KeySpec(
+        "Fernet key that encrypts creators' payout details (manual provider)",
+        _fernet_key,
+        secret=True,
+    ),
 }
 
 PLATFORM_NAMES = ("x", "mastodon")
@@ -437,7 +590,7 @@ def load_settings(
         if raw is None or raw.strip() == "":
             continue
         try:
-            if key in _MONEY_KEYS:
+            if key in _MONEY_KEYS or key == "TOPUP_CHOICES":
                 parsed[key] = raw
             elif key in _USD_KEYS:
                 parsed[f"{key.lower()}_usd_micros"] = spec.parse(raw)
@@ -453,7 +606,17 @@ def load_settings(
                 parsed[f"{key.lower()}_minor"] = Money.parse(parsed.pop(key), code).minor
             except MoneyError as e:
                 problems.append(f"{key}: {e}")
+    if "TOPUP_CHOICES" in parsed:
+        try:
+            parsed["topup_choices_minor"] = tuple(
+                Money.parse(part.strip(), code).minor
+                for part in parsed.pop("TOPUP_CHOICES").split(",")
+                if part.strip()
+            )
+        except MoneyError as e:
+            problems.append(f"TOPUP_CHOICES: {e}")
     settings = Settings(**{k: v for k, v in parsed.items() if k in _FIELD_NAMES})
+    problems.extend(_payment_problems(settings))
 
     problems += _bound_problems(settings)
     if problems:
@@ -472,4 +635,33 @@ def _bound_problems(settings: Settings) -> list[str]:
             problems.append(f"{key}: {settings.money(minor)} is above the largest amount allowed")
     if settings.max_tip_minor < settings.min_tip_minor:
         problems.append("MAX_TIP: must not be below MIN_TIP")
+    return problems
+
+
+def _payment_problems(settings: Settings) -> list[str]:
+    """Card top-up keys that cannot work together."""
+    problems = []
+    if settings.topup_max_minor < settings.topup_min_minor:
+        problems.append("TOPUP_MAX: must not be below TOPUP_MIN")
+    for choice in settings.topup_choices:
+        if not settings.topup_min_minor <= choice.minor <= settings.topup_max_minor:
+            problems.append(f"TOPUP_CHOICES: {choice} is outside TOPUP_MIN..TOPUP_MAX")
+    if settings.stripe_secret_key.startswith(("sk_live_", "rk_live_")):
+        if settings.public_base_url.startswith("http://"):
+            problems.append(
+                "STRIPE_SECRET_KEY is a live key but PUBLIC_BASE_URL is http://: real card"
+                " payments need an https site"
+            )
+    if settings.payout_method == "manual" and not settings.payout_details_key:
+        problems.append(
+            "PAYOUT_DETAILS_KEY is missing: the manual provider keeps creators' payout details"
+            " encrypted with it"
+        )
+    if settings.payout_method == "stripe" and not settings.stripe_secret_key:
+        problems.append("PAYOUT_PROVIDER=stripe needs STRIPE_SECRET_KEY")
+    if settings.stripe_secret_key and not settings.stripe_webhook_secret:
+        problems.append(
+            "STRIPE_WEBHOOK_SECRET is missing: without it no payment can be credited"
+            " (set the signing secret of the /stripe/webhook endpoint)"
+        )
     return problems

@@ -221,6 +221,7 @@ def _reply_context(
     available: Money | None = None,
     needed: Money | None = None,
     detail: str = "",
+    owed: Money | None = None,
 ) -> ReplyContext:
     base = ctx.settings.public_base_url.rstrip("/")
     return ReplyContext(
@@ -235,6 +236,7 @@ def _reply_context(
         signup_url=base + "/me",
         claim_url=base + "/claim",
         detail=detail,
+        owed=owed,
     )
 
 
@@ -337,6 +339,7 @@ def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Deci
     tips = 0
     available: Money | None = None
     needed: Money | None = None
+    owed: Money | None = None
     for handle, slot in pending.slots:
         if isinstance(slot, Outcome):
             outcomes.append((handle, slot))
@@ -344,6 +347,7 @@ def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Deci
         result = results[slot]
         available = result.available
         needed = result.needed or needed
+        owed = owed or result.owed
         tips += 1 if result.applied and not result.replayed else 0
         outcomes.append((handle, _tip_outcome(result)))
     failure = next((o for _h, o in outcomes if o not in _SUCCESS), None)
@@ -357,6 +361,7 @@ def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Deci
         amount=pending.command.amount,
         available=available,
         needed=needed,
+        owed=owed,
     )
     return _Decided(
         failure.value, tips=tips, flattrs=pending.flattrs, reply=reply, reply_outcome=failure

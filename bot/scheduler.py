@@ -9,7 +9,11 @@ Jobs (each idempotent, each safe to rerun, none sleeps: a 429 skips work until t
 - release sweep: `escrow.claims.release_sweep`, every 5 minutes;
 - expiry: `escrow.expiry.expire_due`, hourly;
 - settlement: `escrow.settlement.settle_due` for every ended, unsettled month, on the 1st
-  of the month at 00:15 UTC (and once at start, to catch up a month the worker missed).
+  of the month at 00:15 UTC (and once at start, to catch up a month the worker missed);
+- payouts (when PAYOUT_PROVIDER is stripe): `bot.payments.payouts.run_relay` sends the due
+  Stripe payouts, every minute;
+- payout schedule (PAYOUT_SCHEDULE weekly: Mondays, monthly: the 1st, at 06:00 UTC, never
+  at start): `schedule_payouts` asks for a payout of every payable creator's balance.
 
 Every job also runs once when the scheduler becomes active. `coalesce=True` and
 `max_instances=1`: a late job runs once, never beside itself.
@@ -72,6 +76,10 @@ JOB_RELEASE = "release_sweep"
 JOB_EXPIRY = "expiry"
 JOB_SETTLEMENT = "settlement"
 JOB_LOCK_CHECK = "lock_check"
+JOB_PAYOUTS = "payouts"
+JOB_PAYOUT_SCHEDULE = "payout_schedule"
+PAYOUTS_EVERY = timedelta(minutes=1)
+PAYOUT_CRON: dict[str, dict[str, Any]] = {"weekly": {"day_of_week": "mon"}, "monthly": {"day": 1}}
 
 
 # --------------------------------------------------------------------------- the lock
@@ -206,6 +214,7 @@ class Jobs:
     _notices_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _notices_running: bool = False
     _notices_again: bool = False
+    _connect: Any = None  # the Stripe Connect gateway, built on first use
 
     @property
     def policy(self) -> Policy:
@@ -313,6 +322,26 @@ class Jobs:
         for summary in settled or ():
             log.info("settlement: %s", summary)
 
+    def payouts(self) -> None:
+        """Send the Stripe payouts that are due (each with its own idempotency key)."""
+        if self.settings.payout_method != "stripe":
+            return
+        from bot.payments.payouts import ConnectGateway, run_relay
+
+        if self._connect is None:
+            self._connect = ConnectGateway(self.settings)
+        run = run_relay(self.engine, self._connect, self.clock)
+        if run.sent or run.refused or run.retry:
+            log.info("payouts: %s", run)
+
+    def payout_schedule(self) -> None:
+        """Pay every payable creator's balance (PAYOUT_SCHEDULE weekly or monthly)."""
+        from bot.payments.payouts import schedule_payouts
+
+        made = schedule_payouts(self.engine, self.settings, self.policy, self.clock)
+        log.info("payout schedule: %d payout(s) requested", len(made))
+        self.payouts()
+
 
 def settlement_entry_point() -> Callable[..., Any] | None:
     """The settlement run the job calls (a seam: tests replace it, or remove it with None)."""
@@ -352,6 +381,9 @@ def build_scheduler(
         **{**once, "misfire_grace_time": None},  # a missed month-end must still be settled
     )
 
+    if settings.payout_method != "off":
+        _add_payout_jobs(scheduler, jobs, settings, now, once)
+
     def run_notices_now() -> None:
         # A poll that applied tips wants their notices out now, not at the next minute.
         job = scheduler.get_job(JOB_NOTICES)
@@ -383,6 +415,27 @@ def build_scheduler(
 
     scheduler.add_listener(stop_when_asked, EVENT_SCHEDULER_STARTED)
     return scheduler
+
+
+def _add_payout_jobs(
+    scheduler: Any, jobs: Jobs, settings: Settings, now: datetime, once: dict[str, Any]
+) -> None:
+    if settings.payout_method == "stripe":
+        scheduler.add_job(
+            jobs.payouts,
+            IntervalTrigger(seconds=PAYOUTS_EVERY.total_seconds()),
+            id=JOB_PAYOUTS,
+            next_run_time=now,
+            **once,
+        )
+    if settings.payout_schedule in PAYOUT_CRON:
+        # Not at start: a restart must not pay creators outside the schedule.
+        scheduler.add_job(
+            jobs.payout_schedule,
+            CronTrigger(hour=6, minute=0, timezone="UTC", **PAYOUT_CRON[settings.payout_schedule]),
+            id=JOB_PAYOUT_SCHEDULE,
+            **once,
+        )
 
 
 # --------------------------------------------------------------------------- the process

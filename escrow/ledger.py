@@ -560,7 +560,7 @@ class DepositResult:
     replayed: bool
 
 
-MAX_REFERENCE = 128  # the deposits.reference column and its CHECK (migration 0007)
+MAX_REFERENCE = 128  # the deposits.reference column and its CHECK (migration 0009)
 
 
 def _check_room(policy: Policy, counter: int, minor: int, what: str) -> None:

@@ -52,7 +52,7 @@ def percent_floor_of(minor: _N, percent: int) -> _N:
 # The largest amount tipjar handles, and the largest any account counter may reach:
 # 10^15 minor units (ten trillion euros), far below 2^63, so no sum of counters overflows a
 # 64-bit integer on PostgreSQL and SQLite never falls back to floating point. The database
-# enforces it too (migration 0007).
+# enforces it too (migration 0009).
 MAX_MINOR = 10**15
 
 

@@ -13,7 +13,16 @@ import click
 from click.exceptions import NoArgsIsHelpError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from bot.cli import cost_cmds, demo_cmds, ledger_cmds, settle_cmds, web_cmds, x_cmds
+from bot.cli import (
+    cost_cmds,
+    demo_cmds,
+    funds_cmds,
+    ledger_cmds,
+    payout_cmds,
+    settle_cmds,
+    web_cmds,
+    x_cmds,
+)
 from bot.cli.context import Context
 from bot.cli.output import fail
 from bot.config import mask_database_url
@@ -76,5 +85,14 @@ def main(ctx: click.Context) -> None:
     ctx.obj = Context()
 
 
-for area in (ledger_cmds, settle_cmds, x_cmds, web_cmds, demo_cmds, cost_cmds):
+for area in (
+    ledger_cmds,
+    funds_cmds,
+    payout_cmds,
+    settle_cmds,
+    x_cmds,
+    web_cmds,
+    demo_cmds,
+    cost_cmds,
+):
     area.register(main)

@@ -26,8 +26,10 @@ from sqlalchemy import Engine
 from bot import app as composition
 from bot.config import ConfigError, Settings, load_settings
 from bot.hosts import is_loopback
+from bot.payments.gateway import StripeGateway
+from bot.payments.payouts import ConnectGateway
 from bot.platforms.x.signin import XSignIn
-from bot.web import mastodon, security, views
+from bot.web import mastodon, payments, payouts, security, views
 from bot.web.context import Web
 from escrow.ledger import Clock, utcnow
 
@@ -72,6 +74,8 @@ def create_app(
     engine: Engine | None = None,
     clock: Clock | None = None,
     http: requests.Session | None = None,
+    gateway: StripeGateway | None = None,
+    connect_gateway: ConnectGateway | None = None,
 ) -> Flask:
     """The Flask app for `settings` (default: read from the environment and `.env`)."""
     settings = settings or load_settings()
@@ -102,7 +106,10 @@ def create_app(
         sign_in=XSignIn(settings, session_http),
     )
     app.extensions["tipjar"] = web
-    security.install(app, settings.x_oauth_authorize_url)
+    targets = [*payments.form_targets(settings), *payouts.form_targets(settings)]
+    security.install(app, settings.x_oauth_authorize_url, *targets)
     views.register(app, web)
     mastodon.register(app, web)
+    payments.register(app, web, gateway)
+    payouts.register(app, web, connect_gateway)
     return app

@@ -1,7 +1,7 @@
 """abuse and cost: bounded amounts and references, session versions, platform usage
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-30
 
 - Every account counter and every transfer amount stays at or below 10^15 minor units
@@ -20,8 +20,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0007'
-down_revision = '0006'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
