@@ -12,6 +12,9 @@ environment's X_* keys are ignored, so `make demo` behaves the same on every mac
 Each step checks what it shows; a step that does not turn out as told ends the demo with
 `DemoFailure` (the CLI exits 1 with its reason).
 
+Stripe is local too (`bot.payments.sandbox`): alice adds money on /me through its checkout
+page, and its signed webhooks credit her; a second top-up is refunded.
+
 `run_story` tells the whole story; `serve` seeds it up to the claim and keeps the sandbox
 and the web app running for a person to claim in their own browser.
 """
@@ -41,13 +44,15 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from bot import app as composition
 from bot.cli.context import Context
+from bot.cli.funds_cmds import funds_list_cmd
 from bot.cli.output import money, table
 from bot.config import Settings, load_settings
 from bot.demo_mastodon import mastodon_act
 from bot.hosts import is_loopback
 from bot.listener import poll_once
-from bot.notices import plan_notices
+from bot.notices import NOTICE_DELAY, plan_notices
 from bot.outbox import send_pending
+from bot.payments.sandbox import StripeSandbox
 from bot.platforms.x.api import TweepyXApi
 from bot.platforms.x.sandbox import Sandbox, Tweet, User
 from bot.platforms.x.sandbox.server import QuietHandler
@@ -69,8 +74,8 @@ Write = Callable[[str], None]
 #: The story starts here: a fixed, readable moment (nothing depends on the real date).
 START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 CURRENCY = "EUR"
-DEPOSIT = "10.00"
-DEPOSIT_REFERENCE = "demo-bank-0001"
+DEPOSIT = "10.00"  # alice's first top-up by card
+SECOND_TOPUP = "5.00"  # refunded later in the story
 BUDGET = "3.00"
 HTTP_TIMEOUT = 10.0
 SERVE_POLL_SECONDS = 2.0
@@ -139,6 +144,7 @@ class Stage:
     settings: Settings
     engine: Engine
     sandbox: Sandbox
+    stripe: StripeSandbox
     web_url: str
     clock: DemoClock
     ledger: Ledger
@@ -190,30 +196,38 @@ def stage(
     clock = DemoClock(START, ticking=ticking)
     workdir = tempfile.mkdtemp(prefix="tipjar-demo-")
     sandbox = Sandbox(host=host, port=sandbox_port, bot_username="flattr", clock=clock)
+    stripe_box = StripeSandbox(host=host)
     server: BaseWSGIServer | None = None
     thread: threading.Thread | None = None
     engine: Engine | None = None
     try:
         people = {name: sandbox.world.add_user(name, name=full) for name, full in PEOPLE}
         sandbox.start()
+        stripe_box.start()
         # Bind first, so that PUBLIC_BASE_URL (the OAuth callback) names the real port.
         server = make_server(
             host, web_port, _unavailable, threaded=True, request_handler=QuietHandler
         )
         netloc = f"[{host}]" if ":" in host else host
         web_url = f"http://{netloc}:{server.server_port}"
+        stripe_box.webhook_url = f"{web_url}/stripe/webhook"
+        stripe_box.connect_webhook_url = f"{web_url}/stripe/webhook/connect"
         settings = load_settings(
             {
                 **sandbox.env(),
+                **stripe_box.env(),
                 "DATABASE_URL": f"sqlite:///{workdir}/tipjar-demo.db",
                 "CURRENCY": CURRENCY,
                 "FEE_PERCENT": "10",
                 "HOLD_PERIOD": "90d",
                 "MIN_MONTHLY_BUDGET": "2.00",
                 "NOTICE_SCHEDULE": "first,before-expiry:14d",
+                # The story's reply tip is €0.50: this deployment tells creators of that.
+                "NOTICE_MIN_HELD": "0.50",
                 "PUBLIC_BASE_URL": web_url,
                 "SECRET_KEY": secrets.token_urlsafe(48),
                 "LOG_LEVEL": "WARNING",
+                "PAYOUT_MIN": "1.00",  # bob withdraws his €1.80
             },
             env_file=None,
         )
@@ -234,6 +248,7 @@ def stage(
             settings=settings,
             engine=engine,
             sandbox=sandbox,
+            stripe=stripe_box,
             web_url=web_url,
             clock=clock,
             ledger=composition.ledger(settings, engine, clock),
@@ -247,6 +262,7 @@ def stage(
                 thread.join(timeout=5)
             server.server_close()
         sandbox.stop()
+        stripe_box.stop()
         if engine is not None:
             engine.dispose()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -291,13 +307,14 @@ def _quote(text: str) -> str:
 
 def introduce(st: Stage, n: Narrator) -> None:
     n.heading("The stage")
-    n.say("A throwaway SQLite database, migrated to the newest schema; the X sandbox and the")
-    n.say("claim web app, both on loopback. Nothing leaves this machine.")
+    n.say("A throwaway SQLite database, migrated to the newest schema; the X and Stripe")
+    n.say("sandboxes and the web app, all on loopback. Nothing leaves this machine.")
     n.block(
         table(
             ["what", "where"],
             [
                 ("X sandbox (fake X API)", st.sandbox.base_url),
+                ("Stripe sandbox (fake Stripe API and checkout)", st.stripe.base_url),
                 ("claim web app", st.web_url),
                 ("the bot", f"@{st.settings.x_bot_username}"),
                 ("people", ", ".join(f"@{name}" for name, _ in PEOPLE)),
@@ -308,15 +325,68 @@ def introduce(st: Stage, n: Narrator) -> None:
 
 
 def deposit(st: Stage, n: Narrator) -> None:
-    from bot.cli.ledger_cmds import funds_deposit
-
-    n.heading("A supporter adds money")
-    n.say("@alice is not known here yet: the command asks X for her account id.")
-    args = ("@alice", DEPOSIT, "--reference", DEPOSIT_REFERENCE)
-    n.say("$ tipjar funds deposit " + " ".join(args))
-    n.block(st.cli(funds_deposit, *args))
+    n.heading("Alice adds money by card (Stripe Checkout, over HTTP)")
+    browser = _local_session()
+    n.say("@alice signs in on the web app with X, then opens /me and presses 'Add €10.00'.")
+    _sign_in(st, browser, st.people["alice"])
+    _top_up(st, n, browser, DEPOSIT)
     amount = st.eur(DEPOSIT)
-    expect(st.available("alice") == amount, f"alice should have {amount}")
+    expect(
+        st.available("alice") == amount, f"alice should have {amount}, has {st.available('alice')}"
+    )
+    n.say(f"Back on /me at once: {_quote(f'Available {amount}')}. Nothing was credited until")
+    n.say("Stripe's signed event said the payment succeeded; a redelivery would change nothing.")
+
+    n.say("")
+    n.say(
+        f"She adds {st.eur(SECOND_TOPUP)} more, then asks for it back; the operator refunds it in"
+    )
+    n.say("the Stripe dashboard, and Stripe sends charge.refunded:")
+    second = _top_up(st, n, browser, SECOND_TOPUP)
+    st.stripe.refund(second)
+    refunded = st.stripe.deliveries[-1]
+    expect(refunded.status == 200, f"the refund's webhook answered {refunded.status}")
+    expect(st.available("alice") == amount, "the refund should leave alice her first €10.00")
+    n.say(f"{refunded.event['type']} -> 200: the €5.00 left her balance; {amount} available again.")
+    n.say("$ tipjar funds list")
+    n.block(st.cli(funds_list_cmd))
+
+
+def _sign_in(st: Stage, browser: requests.Session, user: User) -> None:
+    """`user` signs in on the web app with X (the sandbox's consent page), in `browser`."""
+    r = browser.get(f"{st.web_url}/claim/start", allow_redirects=False, timeout=HTTP_TIMEOUT)
+    authorize = r.headers["Location"]
+    consent = _page(browser.get(authorize, timeout=HTTP_TIMEOUT).text)
+    form = [*consent.fields, ("user_id", user.id), ("decision", "authorize")]
+    decision = urljoin(authorize, consent.action or "")
+    r = browser.post(decision, data=form, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    r = browser.get(r.headers["Location"], timeout=HTTP_TIMEOUT)
+    expect(r.status_code == 200, f"{user.username}'s sign-in ended with {r.status_code}")
+
+
+def _top_up(st: Stage, n: Narrator, browser: requests.Session, amount: str) -> str:
+    """Add `amount` on /me and pay on the Stripe sandbox's page; the payment intent's id."""
+    me = _page(browser.get(f"{st.web_url}/me", timeout=HTTP_TIMEOUT).text)
+    token = dict(me.fields).get("csrf_token", "")
+    r = browser.post(
+        f"{st.web_url}/me/topup",
+        data={"csrf_token": token, "amount": amount},
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    expect(r.status_code == 303, f"/me/topup answered {r.status_code}")
+    checkout = r.headers["Location"]
+    n.say(f"POST /me/topup            -> 303 to Stripe Checkout ({_path(checkout)})")
+    r = browser.post(checkout, data={"pay": "1"}, timeout=HTTP_TIMEOUT)
+    expect(r.status_code == 200, f"paying on the checkout page ended with {r.status_code}")
+    delivered = st.stripe.deliveries[-1]
+    n.say(
+        f"POST {_path(checkout)[:20]:20} -> paid; Stripe signs and sends"
+        f" {delivered.event['type']} -> {delivered.status}; back to /me"
+    )
+    expect(delivered.status == 200, f"the webhook answered {delivered.status}")
+    session_id = checkout.rsplit("/", 1)[1]
+    return str(st.stripe.objects[session_id]["payment_intent"])
 
 
 def tweet(st: Stage, n: Narrator) -> None:
@@ -399,10 +469,15 @@ def poll(st: Stage, n: Narrator) -> None:
 
 def notices(st: Stage, n: Narrator) -> None:
     n.heading("The bot tells the creators, in the tip's thread")
+    st.clock.advance(NOTICE_DELAY)
+    n.say(
+        f"(the clock moves to {_at(st.clock())}: a tip counts for a notice once it has stood"
+        " a day, so one taken back at once never makes the bot post)"
+    )
     n.say("The worker's notices job (what `tipjar notices send --once` runs):")
     now = st.clock()
     plan = transaction(st.engine, lambda conn: plan_notices(conn, st.settings, now))
-    sent = send_pending(st.engine, st.x_api, now)
+    sent = send_pending(st.engine, st.x_api, now, settings=st.settings)
     expect(sent.failed == 0 and sent.error is None, f"the relay failed: {sent}")
     n.block(f"{plan.planned} creator notices planned; {sent.sent} posts sent")
     posted = st.sandbox.world.posted
@@ -616,6 +691,55 @@ def expiry(st: Stage, n: Narrator) -> None:
     n.block(st.cli(accounts_show, "@alice"))
 
 
+def payout(st: Stage, n: Narrator) -> None:
+    from bot.cli.ledger_cmds import accounts_show
+    from bot.cli.payout_cmds import payouts_list, payouts_run
+
+    n.heading("@bob withdraws his €1.80 (Stripe Connect, over HTTP)")
+    browser = _local_session()
+    _sign_in(st, browser, st.people["bob"])
+    me = f"{st.web_url}/me"
+
+    def token() -> str:
+        return dict(_page(browser.get(me, timeout=HTTP_TIMEOUT).text).fields).get("csrf_token", "")
+
+    r = browser.post(
+        f"{me}/payouts/connect",
+        data={"csrf_token": token()},
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    expect(r.status_code == 303, f"/me/payouts/connect answered {r.status_code}")
+    onboarding = r.headers["Location"]
+    n.say(f"POST /me/payouts/connect  -> 303 to Stripe's onboarding ({_path(onboarding)[:30]}…)")
+    r = browser.post(onboarding, data={"submit": "1"}, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    expect(r.status_code == 303, f"the onboarding page answered {r.status_code}")
+    delivered = st.stripe.deliveries[-1]
+    expect(delivered.status == 200, f"the Connect webhook answered {delivered.status}")
+    n.say(
+        f"POST {_path(onboarding)[:20]:20} -> bob submits; Stripe signs and sends"
+        f" {delivered.event['type']} (payouts_enabled) -> {delivered.status}; back to /me"
+    )
+    r = browser.post(
+        f"{me}/payouts",
+        data={"csrf_token": token(), "amount": "1.80"},
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    expect(r.status_code == 303, f"/me/payouts answered {r.status_code}")
+    expect(st.available("bob") == st.eur("0.00"), "bob's €1.80 is not reserved for the payout")
+    n.say("POST /me/payouts 1.80      -> 303; €1.80 is on its way (a hold bob -> payouts)")
+    n.say("$ tipjar payouts run --once   (the worker does this every minute)")
+    n.block(st.cli(payouts_run, "--once"))
+    (made,) = st.stripe.transfers()
+    expect(made["amount"] == 180, f"Stripe was asked to transfer {made['amount']}")
+    n.say(f"Stripe made one transfer {made['id']} of €1.80 to {made['destination']}")
+    n.say("$ tipjar payouts list")
+    n.block(st.cli(payouts_list))
+    n.say("$ tipjar accounts show @bob")
+    n.block(st.cli(accounts_show, "@bob"))
+
+
 def audit(st: Stage, n: Narrator) -> None:
     from bot.cli.ledger_cmds import audit as audit_cmd
 
@@ -645,7 +769,8 @@ def audit(st: Stage, n: Narrator) -> None:
     n.say("Where the money is now:")
     n.block(table(["account", "status", "available", "reserved"], rows, right=(2, 3)))
     n.say(
-        f"available + reserved = {money(total, cur)}; deposits = {money(deposits, cur)}: "
+        f"available + reserved = {money(total, cur)}; money in less refunds ="
+        f" {money(deposits, cur)}: "
         "nothing lost, nothing doubled"
     )
     expect(total == deposits, "the balances do not add up to the deposits")
@@ -656,7 +781,7 @@ def audit(st: Stage, n: Narrator) -> None:
 
 
 STORY_TO_CLAIM = (introduce, deposit, tweet, poll, notices, balances)
-STORY_FROM_CLAIM = (claim, settlement, expiry, mastodon_act, audit)
+STORY_FROM_CLAIM = (claim, settlement, expiry, mastodon_act, payout, audit)
 
 
 def run_story(write: Write = click.echo) -> float:
@@ -687,7 +812,7 @@ def _serve_loop(st: Stage, stop: threading.Event) -> None:
                 return plan_notices(conn, st.settings, now)
 
             transaction(st.engine, plan)
-            send_pending(st.engine, st.x_api, now, should_stop=stop)
+            send_pending(st.engine, st.x_api, now, should_stop=stop, settings=st.settings)
         except Exception:
             log.exception("the demo's worker loop failed; it tries again")
 
@@ -727,6 +852,7 @@ def _serve(
                 [
                     ("claim page", f"{st.web_url}/claim"),
                     ("X sandbox control page", f"{st.sandbox.base_url}/"),
+                    ("add money (sign in first)", f"{st.web_url}/me"),
                 ],
             )
         )
@@ -734,6 +860,7 @@ def _serve(
         n.say("Open the claim page, press 'Sign in with X' and authorize as @bob to claim")
         n.say("his €2.00 (or as @dave for €0.50). On the sandbox control page you can tweet")
         n.say("as anyone (e.g. as @alice: @flattr @carol €1); the demo polls every 2 s.")
+        n.say("Signed in, /me adds money by card: the Stripe sandbox's page plays Stripe.")
         n.say("Ctrl-C stops.")
         try:
             while not stop.wait(0.5):

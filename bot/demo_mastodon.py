@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 from bot.config import Settings
 from bot.listener import poll_once
-from bot.notices import plan_notices
+from bot.notices import NOTICE_DELAY, plan_notices
 from bot.outbox import send_pending
 from bot.platforms.mastodon.sandbox import MastodonSandbox
 from bot.platforms.mastodon.sandbox.server import approve
@@ -164,9 +164,10 @@ def mastodon_act(st: Stage, n: Narrator) -> None:
             f"The worker polls GET /api/v1/notifications?types[]=mention: {result.processed} "
             "mention, 1 tip held for @noor."
         )
+        st.clock.advance(NOTICE_DELAY)  # a tip counts for a notice once it has stood a day
         now = st.clock()
         transaction(st.engine, lambda conn: plan_notices(conn, settings, now))
-        sent = send_pending(st.engine, bot, now)
+        sent = send_pending(st.engine, bot, now, settings=settings)
         notice = next((s for s in fedi.world.statuses.values() if s.in_reply_to_id == tip.id), None)
         _expect(sent.sent == 1 and notice is not None, f"the Mastodon relay sent {sent}")
         assert notice is not None

@@ -63,6 +63,7 @@ from bot.commands import (
     parse,
 )
 from bot.config import Settings
+from bot.costs import record_reads
 from bot.outbox import opt_out, queue_reply
 from bot.platforms import (
     BackfillsMentions,
@@ -220,6 +221,7 @@ def _reply_context(
     available: Money | None = None,
     needed: Money | None = None,
     detail: str = "",
+    owed: Money | None = None,
 ) -> ReplyContext:
     base = ctx.settings.public_base_url.rstrip("/")
     return ReplyContext(
@@ -234,6 +236,7 @@ def _reply_context(
         signup_url=base + "/me",
         claim_url=base + "/claim",
         detail=detail,
+        owed=owed,
     )
 
 
@@ -336,6 +339,7 @@ def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Deci
     tips = 0
     available: Money | None = None
     needed: Money | None = None
+    owed: Money | None = None
     for handle, slot in pending.slots:
         if isinstance(slot, Outcome):
             outcomes.append((handle, slot))
@@ -343,6 +347,7 @@ def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Deci
         result = results[slot]
         available = result.available
         needed = result.needed or needed
+        owed = owed or result.owed
         tips += 1 if result.applied and not result.replayed else 0
         outcomes.append((handle, _tip_outcome(result)))
     failure = next((o for _h, o in outcomes if o not in _SUCCESS), None)
@@ -356,6 +361,7 @@ def _settle(ctx: _Context, pending: _Pending, results: list[TipResult]) -> _Deci
         amount=pending.command.amount,
         available=available,
         needed=needed,
+        owed=owed,
     )
     return _Decided(
         failure.value, tips=tips, flattrs=pending.flattrs, reply=reply, reply_outcome=failure
@@ -431,6 +437,7 @@ def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: d
                     outcome=final.reply_outcome.value,
                     text=text,
                     now=now,
+                    daily_cap=ctx.settings.replies_per_day,
                 ):
                     replies += 1
                 else:
@@ -626,6 +633,33 @@ def _backfill(
     )
 
 
+def _bill(platform: Platform, settings: Settings) -> Settings | None:
+    """The settings to price reads with: X bills per read; other platforms do not."""
+    return settings if platform.name == "x" else None
+
+
+def _counted(
+    engine: Engine, bill: Settings | None, looked_up: dict[str, PlatformUser], now: datetime
+) -> dict[str, PlatformUser]:
+    _count_reads(engine, bill, len(looked_up), now)
+    return looked_up
+
+
+def _counted_mentions(
+    engine: Engine, bill: Settings | None, collected: dict[str, Mention], now: datetime
+) -> list[Mention]:
+    """The mentions read, oldest first, counted as reads for `tipjar costs`."""
+    _count_reads(engine, bill, len(collected), now)
+    return sorted(collected.values(), key=lambda m: int(m.id))
+
+
+def _count_reads(engine: Engine, bill: Settings | None, count: int, now: datetime) -> None:
+    """X bills every resource read (`bill`: the settings, for X only): for `tipjar costs`."""
+    if bill is not None and count > 0:
+        settings = bill
+        transaction(engine, lambda conn: record_reads(conn, settings, count, now))
+
+
 def poll_once(
     engine: Engine,
     platform: Platform,
@@ -667,7 +701,7 @@ def poll_once(
         return result
 
     users = fetched.users
-    ordered = sorted(fetched.collected.values(), key=lambda m: int(m.id))
+    ordered = _counted_mentions(engine, _bill(platform, settings), fetched.collected, now)
     result.mentions_seen = len(ordered)
     if not ordered:
         return result
@@ -683,7 +717,9 @@ def poll_once(
     names = _wanted_names(todo, commands, users)
     if names:
         try:
-            users.update(platform.lookup_users(names))
+            users.update(
+                _counted(engine, _bill(platform, settings), platform.lookup_users(names), now)
+            )
         except RateLimited as exc:
             return _rate_limited(engine, name, result, exc, now)
         except (TransientError, PermanentError) as exc:

@@ -17,6 +17,13 @@ flight or sent) never exceed it. A notice over the cap is not planned that day a
 planned on a later day, most urgent (nearest expiry) first; `NoticePlan.deferred` and the
 log say how many wait, so nothing is dropped silently. Creators who opted out
 (`bot.outbox.opt_out`) get none.
+
+**Abuse limits** (issue 15): whatever happens to the holds (retracted, refused, tipped
+again), a creator gets at most `NOTICES_PER_HOLD_PERIOD` (2) notices in any `HOLD_PERIOD`;
+only tips that have stood for `NOTICE_DELAY` (a day) count, so one retracted sooner never
+leads to a post; a first notice waits until `NOTICE_MIN_HELD` is held or a second
+supporter tips; and one supporter's tips lead to at most `NOTICES_PER_SUPPORTER_PER_DAY`
+notices (the outbox row names that supporter).
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ PLAN_LOCK = "notices.plan"
 FIRST = "first"
 REMINDER = "reminder"
 
+# Abuse limits (issue 15): a creator hears from the bot at most twice per hold period, and
+# only about tips that stood for a day (a tip retracted sooner never leads to a post).
+NOTICES_PER_HOLD_PERIOD = 2
+NOTICE_DELAY = timedelta(days=1)
+
 
 # --------------------------------------------------------------------------- creator notices
 
@@ -57,6 +69,7 @@ class NoticePlan:
     cycles_opened: int = 0
     cycles_closed: int = 0
     without_thread: int = 0  # creators whose holds have no tip tweet (or handle) to post with
+    capped: int = 0  # due, but the creator or every supporter behind it had enough notices
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
@@ -99,31 +112,79 @@ def _is_tweet_id(source: str | None) -> bool:
     return bare.isdigit() and len(bare) <= 19
 
 
-def _thread_of(conn: Connection, account_id: int) -> str | None:
-    """The tweet to reply under: that of the oldest waiting tip that came from one.
+def _threads_of(conn: Connection, account_id: int, settled_before: datetime) -> list[Any]:
+    """Tweets to reply under, with the supporter whose tip it was, oldest waiting tip first.
 
     A tip asked for by a tweet has the tweet's id as its source. A hold made by the
     monthly settlement has its share as its source (`share:<id>`), and the share
     remembers the flattr tweet, so the notice goes under that tweet. A source that is
-    neither (a deposit-era import, a share without its tweet) has no thread.
+    neither (a deposit-era import, a share without its tweet) has no thread. Only tips
+    that have stood for NOTICE_DELAY count: one retracted sooner never leads to a post.
     """
-    sources = conn.execute(
-        select(tips.c.source_id)
-        .where(held_for(account_id))
+    found = conn.execute(
+        select(tips.c.source_id, tips.c.supporter_account_id)
+        .where(held_for(account_id), tips.c.created_at <= settled_before)
         .order_by(tips.c.created_at, tips.c.id)
         .limit(THREAD_CANDIDATES)
-    ).scalars()
-    for source in list(sources):
+    )
+    threads = []
+    for source, supporter in list(found):
         if _is_tweet_id(source):
-            return str(source)
+            threads.append(_Thread(str(source), int(supporter)))
+            continue
         share_id = source.removeprefix(SHARE_SOURCE_PREFIX)
         if share_id != source and share_id.isdigit():
             tweet = conn.execute(
                 select(shares.c.source_id).where(shares.c.id == int(share_id))
             ).scalar_one_or_none()
             if _is_tweet_id(tweet):
-                return str(tweet)
-    return None
+                threads.append(_Thread(str(tweet), int(supporter)))
+    return threads
+
+
+@dataclass(frozen=True)
+class _Thread:
+    tweet_id: str
+    supporter_account_id: int
+
+
+def notices_in_window(conn: Connection, account_id: int, since: datetime) -> int:
+    """Creator notices planned for `account_id` after `since` (pending, in flight or sent)."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(outbox)
+            .where(
+                outbox.c.recipient_account_id == account_id,
+                outbox.c.kind == "creator_notice",
+                outbox.c.state.in_(("pending", "sending", "sent")),
+                outbox.c.created_at > since,
+            )
+        ).scalar_one()
+    )
+
+
+def notices_triggered_by(conn: Connection, supporter_account_id: int, now: datetime) -> int:
+    """Creator notices one supporter's tips led to in the last 24 hours."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(outbox)
+            .where(
+                outbox.c.supporter_account_id == supporter_account_id,
+                outbox.c.kind == "creator_notice",
+                outbox.c.state.in_(("pending", "sending", "sent")),
+                outbox.c.created_at > now - timedelta(days=1),
+            )
+        ).scalar_one()
+    )
+
+
+def _worth_a_first_notice(settings: Settings, candidate: Any) -> bool:
+    """Enough waits to tell a stranger about: NOTICE_MIN_HELD, or a second supporter."""
+    return int(candidate.held_minor) >= settings.notice_min_held_minor or (
+        int(candidate.supporters) >= 2
+    )
 
 
 def _cycle_notices(conn: Connection, account_id: int, cycle: int) -> list[Any]:
@@ -170,7 +231,7 @@ def _candidates(conn: Connection, settings: Settings, now: datetime) -> list[Any
     Only those for whom something may be due: a cycle that opens now, a first notice still
     unwritten (deferred by the cap), or an oldest hold inside a reminder window.
     """
-    per = held_by_recipient()
+    per = held_by_recipient(created_before=now - notice_delay(settings))
     schedule = settings.notice_schedule
     maybe_due: list[Any] = [creator_notices.c.cycle_open_since.is_(None)]
     if schedule.at_first_hold:
@@ -213,71 +274,116 @@ def plan_notices(conn: Connection, settings: Settings, now: datetime) -> NoticeP
     ).rowcount
 
     candidates = _candidates(conn, settings, now)
-    budget = max(0, settings.notices_per_day - notices_planned_today(conn, now))
-    planned = deferred = opened = threadless = 0
+    tally = _Tally(budget=max(0, settings.notices_per_day - notices_planned_today(conn, now)))
     for c in candidates:
-        account_id = int(c.account_id)
-        row = notice_row(conn, account_id, now)
-        cycle = int(row.cycle)
-        if row.cycle_open_since is None:
-            cycle += 1
-            opened += 1
-            conn.execute(
-                update(creator_notices)
-                .where(creator_notices.c.account_id == account_id)
-                .values(cycle=cycle, cycle_open_since=now, updated_at=now)
-            )
-        due = _due_notice(
-            settings,
-            _cycle_notices(conn, account_id, cycle),
-            account_id,
-            cycle,
-            c.next_expiry_at,
-            now,
-        )
-        if due is None:
-            continue
-        key, reminder = due
-        thread = _thread_of(conn, account_id)
-        if thread is None or not c.handle:
-            threadless += 1
-            continue
-        if budget <= 0:
-            deferred += 1
-            continue
-        try:
-            text = creator_notice(
-                creator_handle=c.handle,
-                total=Money(int(c.held_minor), settings.currency),
-                supporters=int(c.supporters),
-                tips=int(c.tips),
-                claim_url=claim_url(settings),
-                expires_on=c.next_expiry_at.date(),
-                reminder=reminder,
-                platform=c.platform,
-            )
-        except ValueError as exc:  # a handle or PUBLIC_BASE_URL the text cannot carry
-            log.warning("no notice for account %d: %s", account_id, exc)
-            threadless += 1
-            continue
-        written = enqueue(
-            conn,
-            now,
-            dedupe_key=key,
-            kind="creator_notice",
-            recipient_account_id=account_id,
-            topic=REMINDER if reminder else FIRST,
-            in_reply_to_tweet_id=thread,
-            text=text,
-            platform=c.platform,
-        )
-        if written:
-            planned += 1
-            budget -= 1
-    if deferred:
+        _plan_one(conn, settings, c, now, tally)
+    if tally.deferred:
         log.warning(
             "%d creator notice(s) wait for a later day: NOTICES_PER_DAY=%d is reached",
-            deferred,
+            tally.deferred,
             settings.notices_per_day,
         )
-    return NoticePlan(planned, deferred, opened, int(closed or 0), threadless)
+    return NoticePlan(
+        tally.planned,
+        tally.deferred,
+        tally.opened,
+        int(closed or 0),
+        tally.threadless,
+        tally.capped,
+    )
+
+
+def notice_delay(settings: Settings) -> timedelta:
+    """How long a tip stands before it counts for a notice (shorter for short hold periods)."""
+    return min(NOTICE_DELAY, settings.hold_period / 4)
+
+
+@dataclass
+class _Tally:
+    budget: int
+    planned: int = 0
+    deferred: int = 0
+    opened: int = 0
+    threadless: int = 0
+    capped: int = 0
+
+
+def _open_cycle(conn: Connection, account_id: int, now: datetime, tally: _Tally) -> int:
+    row = notice_row(conn, account_id, now)
+    cycle = int(row.cycle)
+    if row.cycle_open_since is None:
+        cycle += 1
+        tally.opened += 1
+        conn.execute(
+            update(creator_notices)
+            .where(creator_notices.c.account_id == account_id)
+            .values(cycle=cycle, cycle_open_since=now, updated_at=now)
+        )
+    return cycle
+
+
+def _plan_one(conn: Connection, settings: Settings, c: Any, now: datetime, tally: _Tally) -> None:
+    """Plan the notice due for one creator, if any, within every limit."""
+    account_id = int(c.account_id)
+    cycle = _open_cycle(conn, account_id, now, tally)
+    existing = _cycle_notices(conn, account_id, cycle)
+    due = _due_notice(settings, existing, account_id, cycle, c.next_expiry_at, now)
+    if due is None:
+        return
+    key, reminder = due
+    if not reminder and not _worth_a_first_notice(settings, c):
+        return  # not yet: more may come, and a lone small tip is not worth a post
+    # Whatever happens to the holds (retracted, refused, tipped again), a creator hears
+    # from the bot at most twice per hold period.
+    if notices_in_window(conn, account_id, now - settings.hold_period) >= NOTICES_PER_HOLD_PERIOD:
+        tally.capped += 1
+        return
+    threads = _threads_of(conn, account_id, now - notice_delay(settings))
+    if not threads or not c.handle:
+        tally.threadless += 1
+        return
+    thread = next(
+        (
+            t
+            for t in threads
+            if notices_triggered_by(conn, t.supporter_account_id, now)
+            < settings.notices_per_supporter_per_day
+        ),
+        None,
+    )
+    if thread is None:
+        tally.capped += 1  # every supporter here has led to enough notices today
+        return
+    if tally.budget <= 0:
+        tally.deferred += 1
+        return
+    try:
+        text = creator_notice(
+            creator_handle=c.handle,
+            total=Money(int(c.held_minor), settings.currency),
+            supporters=int(c.supporters),
+            tips=int(c.tips),
+            claim_url=claim_url(settings),
+            expires_on=c.next_expiry_at.date(),
+            reminder=reminder,
+            platform=c.platform,
+        )
+    except ValueError as exc:  # a handle or PUBLIC_BASE_URL the text cannot carry
+        log.warning("no notice for account %d: %s", account_id, exc)
+        tally.threadless += 1
+        return
+    written = enqueue(
+        conn,
+        now,
+        dedupe_key=key,
+        kind="creator_notice",
+        recipient_account_id=account_id,
+        topic=REMINDER if reminder else FIRST,
+        in_reply_to_tweet_id=thread.tweet_id,
+        supporter_account_id=thread.supporter_account_id,
+        text=text,
+        platform=c.platform,
+    )
+    if written:
+        tally.planned += 1
+        tally.budget -= 1

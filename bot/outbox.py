@@ -10,8 +10,12 @@ as the change it reports, under a unique `dedupe_key` (`enqueue`); the relay
   asked (one per post, whatever its edits). A successful tip gets no reply of its own.
   Replies are rate-limited per author (by platform user id): the sign-up pointer
   (`unknown_supporter`) at most once per `UNKNOWN_SUPPORTER_WINDOW` (30 days), every other
-  reply at most `REPLIES_PER_DAY` (5) in any rolling 24 hours. A reply over its limit is
-  not written: the mention is still recorded with its outcome, and `PollResult` counts it.
+  reply at most `REPLIES_PER_DAY` (5) in any rolling 24 hours; and all supporters together
+  get at most the setting REPLIES_PER_DAY (200) replies per UTC day. A reply over its limit
+  is not written: the mention is still recorded with its outcome, and `PollResult` counts it.
+- **The bill** (`bot.costs`): given the settings, the relay counts every post and holds it
+  to X_DAILY_BUDGET: a post over the day's budget waits for the next day (then the oldest
+  go first), an error reply that would wait more than a day is dropped.
 
 `opt_out` (from `@bot stop` or the web link) ends creator notices for good: pending ones
 are skipped, none is planned again, and the relay skips any that slipped through.
@@ -36,12 +40,22 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 
-from bot.platforms import DuplicateContent, PermanentError, Platform, RateLimited, TransientError
+from bot.config import Settings
+from bot.costs import Admission, admit_post, next_day, record_post, record_reads
+from bot.platforms import (
+    DuplicateContent,
+    KnowsUsersById,
+    PermanentError,
+    Platform,
+    PlatformError,
+    RateLimited,
+    TransientError,
+)
 from bot.state import get_time, put_state
 from escrow.db import dialect_insert, transaction
 from escrow.ledger import held_for
@@ -140,13 +154,17 @@ def queue_reply(
     text: str,
     now: datetime,
     platform: str = "x",
+    daily_cap: int | None = None,
 ) -> bool:
     """Write a supporter reply to the outbox unless the supporter's limit is reached.
 
     `source` is the mention's original id: one reply per tweet, whatever its edits.
-    Returns True when a row was written.
+    `daily_cap` (the setting REPLIES_PER_DAY) bounds replies to all supporters together per
+    UTC day. Returns True when a row was written.
     """
     if not reply_allowed(conn, author_id, outcome, now):
+        return False
+    if daily_cap is not None and replies_planned_today(conn, now) >= daily_cap:
         return False
     return enqueue(
         conn,
@@ -159,6 +177,22 @@ def queue_reply(
         in_reply_to_tweet_id=in_reply_to_tweet_id,
         text=text,
         platform=platform,
+    )
+
+
+def replies_planned_today(conn: Connection, now: datetime) -> int:
+    """Supporter replies written since the start of this UTC day (pending, in flight, sent)."""
+    day_start = datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(outbox)
+            .where(
+                outbox.c.kind == "supporter_reply",
+                outbox.c.state.in_(("pending", "sending", "sent")),
+                outbox.c.created_at >= day_start,
+            )
+        ).scalar_one()
     )
 
 
@@ -183,6 +217,7 @@ class SendResult:
     retry_later: int = 0
     rate_limited_until: datetime | None = None
     error: str | None = None
+    held_back: int = 0  # deferred to the next day or dropped: X_DAILY_BUDGET was reached
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,13 +242,35 @@ def _nothing_waiting(conn: Connection, account_id: int) -> bool:
     return conn.execute(select(tips.c.id).where(held_for(account_id)).limit(1)).first() is None
 
 
+def _over_budget(conn: Connection, settings: Settings, row: Any, now: datetime) -> str | None:
+    """Hold back a post over today's X_DAILY_BUDGET: "deferred" or "dropped", else None."""
+    admission = admit_post(
+        conn, settings, kind=row.kind, text=row.text, created_at=row.created_at, now=now
+    )
+    if admission is Admission.POST:
+        return None
+    if admission is Admission.DEFER:
+        # Due again when the next day's budget opens; the relay takes the oldest first.
+        values: dict[str, Any] = {"next_attempt_at": next_day(now), "state": "pending"}
+        values["error"] = "waits for the next day: X_DAILY_BUDGET is reached"
+    else:
+        values = {"state": "skipped", "error": "dropped: X_DAILY_BUDGET is reached"}
+    conn.execute(update(outbox).where(outbox.c.id == row.id).values(lease_until=None, **values))
+    return "deferred" if admission is Admission.DEFER else "dropped"
+
+
 def _claim_one(
-    conn: Connection, now: datetime, lease: timedelta, platform: str = "x"
+    conn: Connection,
+    now: datetime,
+    lease: timedelta,
+    platform: str = "x",
+    settings: Settings | None = None,
 ) -> _Claimed | str | None:
     """Take the next due row (a `sending` row whose lease ran out counts as due).
 
     Returns the claimed row, "skipped" when the row was a notice nobody should get any
-    more (marked so in this transaction), or None when nothing is due.
+    more (marked so in this transaction), "deferred"/"dropped" when today's spend cap
+    holds it back, or None when nothing is due.
     """
     row = conn.execute(
         select(outbox)
@@ -243,6 +300,10 @@ def _claim_one(
                 .values(state="skipped", error=reason, lease_until=None)
             )
             return "skipped"
+    if settings is not None and platform == "x":  # the platform that bills per post
+        held_back = _over_budget(conn, settings, row, now)
+        if held_back is not None:
+            return held_back
     attempts = int(row.attempts) + 1
     conn.execute(
         update(outbox)
@@ -297,45 +358,35 @@ def send_pending(
     *,
     lease: timedelta = LEASE,
     should_stop: Callable[[], bool] | threading.Event | None = None,
+    settings: Settings | None = None,
 ) -> SendResult:
-    """Send up to `limit` due outbox rows; safe to run in several processes at once."""
+    """Send up to `limit` due outbox rows; safe to run in several processes at once.
+
+    With `settings`, every post is counted for `tipjar costs` and held to X_DAILY_BUDGET.
+    """
     stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
     resume_key = posting_resume_key(platform.name)
-    resume_at = transaction(engine, lambda conn: get_time(conn, resume_key))
-    if resume_at is not None and now < resume_at:
-        return SendResult(rate_limited_until=resume_at)
-    sent = failed = skipped = later = 0
+    not_now = _not_now(engine, platform, settings, now, limit)
+    if not_now is not None:
+        return not_now
+    sent = failed = skipped = later = held_back = 0
     for _ in range(limit):
         if stop is not None and stop():
             break
-        claimed = transaction(engine, lambda conn: _claim_one(conn, now, lease, platform.name))
+        claimed = transaction(
+            engine, lambda conn: _claim_one(conn, now, lease, platform.name, settings)
+        )
         if claimed is None:
             break
-        if isinstance(claimed, str):
-            skipped += 1
+        if isinstance(claimed, str):  # skipped, or held back by the day's spend cap
+            skipped += claimed == "skipped"
+            held_back += claimed != "skipped"
             continue
         try:
             tweet_id = _post(platform, claimed)
         except RateLimited as exc:
             reset_at = exc.reset_at
-
-            def wait(
-                conn: Connection, claimed: _Claimed = claimed, until: datetime = reset_at
-            ) -> None:
-                # A 429 posted nothing: the attempt does not count.
-                conn.execute(
-                    update(outbox)
-                    .where(outbox.c.id == claimed.id, outbox.c.attempts == claimed.attempts)
-                    .values(
-                        state="pending",
-                        attempts=claimed.attempts - 1,
-                        next_attempt_at=until,
-                        lease_until=None,
-                    )
-                )
-                put_state(conn, resume_key, until.isoformat(), now)
-
-            transaction(engine, wait)
+            _wait_for_reset(engine, claimed, reset_at, resume_key, now)
             log.warning("posting is rate limited until %s", reset_at.isoformat())
             return SendResult(sent, failed, skipped, later + 1, rate_limited_until=reset_at)
         except DuplicateContent as exc:
@@ -347,6 +398,7 @@ def send_pending(
                     sent_at=now,
                     error=f"assumed sent: an earlier attempt was posted ({exc.reason})",
                 )
+                _count_post(engine, settings, platform.name, claimed, now)
                 sent += 1
             else:
                 _finish_row(engine, claimed, state="failed", error=exc.reason)
@@ -384,8 +436,124 @@ def send_pending(
             _finish_row(
                 engine, claimed, state="sent", sent_tweet_id=tweet_id, sent_at=now, error=None
             )
+            _count_post(engine, settings, platform.name, claimed, now)
             sent += 1
-    return SendResult(sent, failed, skipped, later)
+    if held_back:
+        log.warning("%d post(s) held back: X_DAILY_BUDGET is reached for today", held_back)
+    return SendResult(sent, failed, skipped, later, held_back=held_back)
+
+
+def _wait_for_reset(
+    engine: Engine, claimed: _Claimed, until: datetime, resume_key: str, now: datetime
+) -> None:
+    """Put a rate-limited row back until the platform's reset; posting resumes then."""
+
+    def wait(conn: Connection) -> None:
+        # A 429 posted nothing: the attempt does not count.
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == claimed.id, outbox.c.attempts == claimed.attempts)
+            .values(
+                state="pending",
+                attempts=claimed.attempts - 1,
+                next_attempt_at=until,
+                lease_until=None,
+            )
+        )
+        put_state(conn, resume_key, until.isoformat(), now)
+
+    transaction(engine, wait)
+
+
+def _not_now(
+    engine: Engine, platform: Platform, settings: Settings | None, now: datetime, limit: int
+) -> SendResult | None:
+    """Why no post may go out in this run (a rate limit's reset, the platform unable to name
+    the creators), or None."""
+    resume_key = posting_resume_key(platform.name)
+    resume_at = transaction(engine, lambda conn: get_time(conn, resume_key))
+    if resume_at is not None and now < resume_at:
+        return SendResult(rate_limited_until=resume_at)
+    if settings is not None and isinstance(platform, KnowsUsersById):
+        problem = _refresh_creators(engine, platform.name, platform, settings, now, limit)
+        if problem is not None:
+            log.warning("posting waits: the creators' handles could not be checked (%s)", problem)
+            return SendResult(error=f"could not check the creators' accounts: {problem}")
+    return None
+
+
+def _refresh_creators(
+    engine: Engine,
+    platform_name: str,
+    platform: KnowsUsersById,
+    settings: Settings,
+    now: datetime,
+    limit: int,
+) -> str | None:
+    """Before notices go out, ask the platform who their creators are now (batched by id).
+
+    Handles are recycled: a notice planned for "@bob" must not reach whoever took that
+    handle after Bob renamed. A renamed creator is addressed by the new handle (and the
+    account's snapshot updated); a creator the platform no longer knows gets no post.
+    Returns why the platform could not be asked, or None.
+    """
+    query = (
+        select(outbox.c.id, outbox.c.text, accounts.c.id.label("account_id"))
+        .add_columns(accounts.c.platform_user_id, accounts.c.handle)
+        .join(accounts, accounts.c.id == outbox.c.recipient_account_id)
+        .where(
+            outbox.c.kind == "creator_notice",
+            outbox.c.state == "pending",
+            outbox.c.next_attempt_at <= now,
+            accounts.c.platform == platform_name,
+        )
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(limit)
+    )
+    due = transaction(engine, lambda conn: list(conn.execute(query)))
+    if not due:
+        return None
+    try:
+        found = platform.lookup_users_by_id(sorted({r.platform_user_id for r in due}))
+    except PlatformError as exc:
+        return str(exc)
+
+    def apply(conn: Connection) -> None:
+        record_reads(conn, settings, len(found), now)
+        pending = outbox.c.state == "pending"
+        for r in due:
+            user = found.get(r.platform_user_id)
+            if user is None:
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id == r.id, pending)
+                    .values(state="skipped", error="the creator's account is gone")
+                )
+            elif user.handle != r.handle:
+                conn.execute(
+                    update(accounts)
+                    .where(accounts.c.id == r.account_id)
+                    .values(handle=user.handle, handle_key=user.handle.casefold())
+                )
+                text = readdress(r.text, r.handle, user.handle)
+                conn.execute(update(outbox).where(outbox.c.id == r.id, pending).values(text=text))
+
+    transaction(engine, apply)
+    return None
+
+
+def readdress(text: str, old: str | None, new: str) -> str:
+    """The notice `text` addressed to @new instead of @old (its first word)."""
+    if old and text.startswith(f"@{old} "):
+        return f"@{new} " + text[len(old) + 2 :]
+    return text
+
+
+def _count_post(
+    engine: Engine, settings: Settings | None, platform: str, claimed: _Claimed, now: datetime
+) -> None:
+    if settings is not None and platform == "x":  # the bill `tipjar costs` shows is X's
+        transaction(engine, lambda conn: record_post(conn, settings, claimed.text, now))
 
 
 # --------------------------------------------------------------------------- listing

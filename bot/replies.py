@@ -64,6 +64,7 @@ class ReplyContext:
     signup_url: str | None = None
     claim_url: str | None = None
     detail: str = ""
+    owed: Money | None = None  # a debt from a card refund or dispute that pauses tips
 
 
 def _weight(ch: str) -> int:
@@ -210,6 +211,12 @@ def insufficient_funds(ctx: ReplyContext) -> str | None:
     A tweet to several recipients applies to all of them or to none, so the need stated
     is the tweet's: ``amount`` each times the recipients.
     """
+    if ctx.owed is not None and ctx.owed.minor > 0:
+        body = (
+            f"your tips are paused: a card payment was refunded or disputed and you owe"
+            f" {ctx.owed}. The next money you add pays it first."
+        )
+        return _finish(_handle(ctx.author_handle), body + " Nothing was sent.")
     names = [name for name in map(_handle, ctx.recipients) if name]
     if ctx.amount is not None and len(names) > 1:
         what = f"tipping {_names(ctx.recipients)} {ctx.amount} each"

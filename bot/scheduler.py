@@ -12,6 +12,10 @@ Jobs (each idempotent, each safe to rerun, none sleeps: a 429 skips work until t
   of the month at 00:15 UTC (and once at start, to catch up a month the worker missed),
   with a ledger check before and after (`escrow.selfcheck`); a failed check stops it
   until a maintainer's `tipjar audit` is clean.
+- payouts (when PAYOUT_PROVIDER is stripe): `bot.payments.payouts.run_relay` sends the due
+  Stripe payouts, every minute;
+- payout schedule (PAYOUT_SCHEDULE weekly: Mondays, monthly: the 1st, at 06:00 UTC, never
+  at start): `schedule_payouts` asks for a payout of every payable creator's balance.
 - self-check: `escrow.selfcheck.run_check`, daily: the ledger audited and the result
   recorded.
 
@@ -85,6 +89,10 @@ JOB_EXPIRY = "expiry"
 JOB_SETTLEMENT = "settlement"
 JOB_SELF_CHECK = "self_check"
 JOB_LOCK_CHECK = "lock_check"
+JOB_PAYOUTS = "payouts"
+JOB_PAYOUT_SCHEDULE = "payout_schedule"
+PAYOUTS_EVERY = timedelta(minutes=1)
+PAYOUT_CRON: dict[str, dict[str, Any]] = {"weekly": {"day_of_week": "mon"}, "monthly": {"day": 1}}
 
 
 # --------------------------------------------------------------------------- the lock
@@ -219,6 +227,7 @@ class Jobs:
     _notices_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _notices_running: bool = False
     _notices_again: bool = False
+    _connect: Any = None  # the Stripe Connect gateway, built on first use
 
     @property
     def policy(self) -> Policy:
@@ -293,7 +302,12 @@ class Jobs:
             plan = NoticePlan()
         for platform in self.platforms:
             sent = send_pending(
-                self.engine, platform, self.clock(), SEND_LIMIT, should_stop=self.stop
+                self.engine,
+                platform,
+                self.clock(),
+                SEND_LIMIT,
+                should_stop=self.stop,
+                settings=self.settings,
             )
             if plan.planned or sent.sent or sent.failed:
                 log.info(
@@ -330,6 +344,34 @@ class Jobs:
         )
         for summary in settled or ():
             log.info("settlement: %s", summary)
+
+    def payouts(self) -> None:
+        """Send the Stripe payouts that are due (each with its own idempotency key)."""
+        if self.settings.payout_method != "stripe":
+            return
+        from bot.payments.payouts import ConnectGateway, run_relay
+
+        if self._connect is None:
+            self._connect = ConnectGateway(self.settings)
+        try:
+            run = run_relay(self.engine, self._connect, self.clock)
+        except selfcheck.LedgerUnsound as e:
+            log.error("payouts: %s", e)
+            return
+        if run.sent or run.refused or run.retry:
+            log.info("payouts: %s", run)
+
+    def payout_schedule(self) -> None:
+        """Pay every payable creator's balance (PAYOUT_SCHEDULE weekly or monthly)."""
+        from bot.payments.payouts import schedule_payouts
+
+        try:
+            made = schedule_payouts(self.engine, self.settings, self.policy, self.clock)
+        except selfcheck.LedgerUnsound as e:
+            log.error("payout schedule: %s", e)
+            return
+        log.info("payout schedule: %d payout(s) requested", len(made))
+        self.payouts()
 
     def self_check(self) -> None:
         run = selfcheck.run_check(self.engine, selfcheck.DAILY, self.clock)
@@ -401,6 +443,9 @@ def build_scheduler(
         **{**once, "misfire_grace_time": None},  # a missed month-end must still be settled
     )
 
+    if settings.payout_method != "off":
+        _add_payout_jobs(scheduler, jobs, settings, now, once)
+
     def run_notices_now() -> None:
         # A poll that applied tips wants their notices out now, not at the next minute.
         job = scheduler.get_job(JOB_NOTICES)
@@ -432,6 +477,27 @@ def build_scheduler(
 
     scheduler.add_listener(stop_when_asked, EVENT_SCHEDULER_STARTED)
     return scheduler
+
+
+def _add_payout_jobs(
+    scheduler: Any, jobs: Jobs, settings: Settings, now: datetime, once: dict[str, Any]
+) -> None:
+    if settings.payout_method == "stripe":
+        scheduler.add_job(
+            jobs.payouts,
+            IntervalTrigger(seconds=PAYOUTS_EVERY.total_seconds()),
+            id=JOB_PAYOUTS,
+            next_run_time=now,
+            **once,
+        )
+    if settings.payout_schedule in PAYOUT_CRON:
+        # Not at start: a restart must not pay creators outside the schedule.
+        scheduler.add_job(
+            jobs.payout_schedule,
+            CronTrigger(hour=6, minute=0, timezone="UTC", **PAYOUT_CRON[settings.payout_schedule]),
+            id=JOB_PAYOUT_SCHEDULE,
+            **once,
+        )
 
 
 # --------------------------------------------------------------------------- the process

@@ -4,10 +4,13 @@ The account counters are a cache; the transfers are the truth. `check_ledger` re
 every counter from the transfers, checks that debits equal credits (posted and pending),
 that no account that must not overdraw has, that every hold was resolved at most once,
 with its own amount and accounts, and never posted after it expired, and that each tip's
-state agrees with its transfers. It returns problems as data (`LedgerProblem`: kind, the
-account, transfer or tip concerned, a message); an empty list is a clean
-ledger. Everything is computed in SQL, so memory does not grow with the ledger; the
-statements are built once per process.
+state agrees with its transfers, and (`escrow.audit_funding`) that every deposit, refund,
+dispute and debt payment is in double entry, and (`escrow.payouts`) that every payout is
+pending, posted or voided exactly once, in agreement with its hold and reversals. It returns
+problems as data (`LedgerProblem`: kind, the account, transfer or tip concerned, a message);
+an empty list is a clean ledger.
+Everything is computed in SQL, so memory does not grow with the ledger; the statements
+are built once per process.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
+from escrow.audit_funding import debt_checks, funding_checks
 from escrow.ledger import available_of, is_held
+from escrow.payouts import audit_checks as payout_checks
 from escrow.schema import TipState, accounts, tips, transfers
 
-POSTED_KINDS = ("deposit", "tip", "fee", "post", "payout")
+POSTED_KINDS = ("deposit", "tip", "fee", "post", "payout", "refund")
 MAX_LISTED = 20  # per kind of problem; a broken ledger should not flood the terminal
 
 
@@ -37,6 +42,8 @@ class ProblemKind(StrEnum):
     POSTED_AFTER_EXPIRY = "posted_after_expiry"
     TIP_VS_HOLD = "tip_vs_hold"  # a tip's state disagrees with its hold's resolution
     TIP_UNPAID = "tip_unpaid"  # a posted tip without its transfer
+    FUNDING = "funding"  # a deposit, refund, dispute or debt unlike its transfers
+    PAYOUT = "payout"  # a payout unlike its hold, its resolution or its reversals
 
 
 @dataclass(frozen=True)
@@ -266,4 +273,12 @@ def check_ledger(conn: Connection) -> list[LedgerProblem]:
         )
     for statement, describe in _checks():
         problems.extend(describe(row) for row in conn.execute(statement))
+    for statement, say in [*funding_checks(), *debt_checks()]:
+        problems.extend(
+            LedgerProblem(ProblemKind.FUNDING, say(row)) for row in conn.execute(statement)
+        )
+    for statement, say in payout_checks():
+        problems.extend(
+            LedgerProblem(ProblemKind.PAYOUT, say(row)) for row in conn.execute(statement)
+        )
     return problems

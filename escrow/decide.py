@@ -50,6 +50,8 @@ class TipResult:
     supporter_ever_funded: bool = True
     # insufficient_funds: what the whole tweet needed (`available` is what there was)
     needed: Money | None = None
+    # insufficient_funds: a debt from a card refund or dispute, which refuses every tip
+    owed: Money | None = None
 
     @property
     def applied(self) -> bool:
@@ -73,6 +75,7 @@ class Account:
     status: str
     available: int  # minor units the account can spend
     credited: int  # credits_posted: whether it was ever funded
+    owed: int = 0  # an open debt (escrow.funding): no tip until new money pays it
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ def _decide_tweet(
         if k not in out.pending and k not in fresh:
             fresh[k] = i
     needed = sum(requests[i].amount.minor for i in fresh.values())
-    short = payer is not None and needed > payer.available
+    short = payer is not None and (payer.owed > 0 or needed > payer.available)
     for i in tweet:
         r, what = requests[i], alone[i]
         balance = policy.money(payer.available if payer is not None else 0)
@@ -218,6 +221,7 @@ def _decide_tweet(
                     balance,
                     supporter_ever_funded=payer.credited > 0,
                     needed=policy.money(needed),
+                    owed=policy.money(payer.owed) if payer.owed else None,
                 )
             )
         else:

@@ -48,7 +48,7 @@ from escrow.db import (
     is_postgres,
     one_of,
 )
-from escrow.money import Money, MoneyError, percent_floor_of
+from escrow.money import MAX_MINOR, Money, MoneyError, percent_floor_of
 from escrow.schema import TipState, UTCDateTime, accounts, deposits, state, tips, transfers
 
 Clock = Callable[[], datetime]
@@ -117,6 +117,9 @@ class Policy:
             raise MoneyError(f"this ledger keeps {self.currency}, not {amount.currency}")
         if amount.minor <= 0:
             raise MoneyError(f"an amount must be more than zero, not {amount}")
+        if amount.minor > MAX_MINOR:
+            largest = self.money(MAX_MINOR)
+            raise MoneyError(f"{amount} is above the largest amount allowed, {largest}")
         return amount.minor
 
 
@@ -557,6 +560,18 @@ class DepositResult:
     replayed: bool
 
 
+MAX_REFERENCE = 128  # the deposits.reference column and its CHECK (migration 0009)
+
+
+def _check_room(policy: Policy, counter: int, minor: int, what: str) -> None:
+    """Refuse a movement that would take a counter past MAX_MINOR (the database would too)."""
+    if counter + minor > MAX_MINOR:
+        raise LedgerError(
+            f"{policy.money(minor)} would take {what} above the largest amount allowed,"
+            f" {policy.money(MAX_MINOR)}"
+        )
+
+
 def deposit(
     conn: Connection, policy: Policy, who: Identity, amount: Money, reference: str, now: datetime
 ) -> DepositResult:
@@ -569,12 +584,16 @@ def deposit(
     reference = reference.strip()
     if not reference:
         raise LedgerError("a deposit needs a --reference (the payment's id) to be idempotent")
+    if len(reference) > MAX_REFERENCE:
+        raise LedgerError(f"a --reference has at most {MAX_REFERENCE} characters")
     bind_currency(conn, policy.currency, now)
     account_id = ensure_account(conn, who, now)
     funding = system_account(conn, FUNDING)
     existing = conn.execute(select(deposits).where(deposits.c.reference == reference)).one_or_none()
     if existing is None:
-        lock_accounts(conn, [account_id, funding])
+        locked = lock_accounts(conn, [account_id, funding])
+        _check_room(policy, locked[account_id].credits_posted, minor, "the account's balance")
+        _check_room(policy, locked[funding].debits_posted, minor, "all deposits together")
         existing = conn.execute(
             select(deposits).where(deposits.c.reference == reference)
         ).one_or_none()

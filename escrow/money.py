@@ -49,6 +49,13 @@ def percent_floor_of(minor: _N, percent: int) -> _N:
     return cast(_N, value * percent // 100)
 
 
+# The largest amount tipjar handles, and the largest any account counter may reach:
+# 10^15 minor units (ten trillion euros), far below 2^63, so no sum of counters overflows a
+# 64-bit integer on PostgreSQL and SQLite never falls back to floating point. The database
+# enforces it too (migration 0009).
+MAX_MINOR = 10**15
+
+
 class MoneyError(ValueError):
     """An amount that cannot be money: malformed, wrong currency, too precise."""
 

@@ -38,8 +38,14 @@ class EscrowBalances:
     recipients: list[HeldFor]
 
 
-def held_by_recipient() -> Subquery:
-    """Per recipient of open holds: held_minor, tips, supporters, oldest_at, next_expiry_at."""
+def held_by_recipient(created_before: datetime | None = None) -> Subquery:
+    """Per recipient of open holds: held_minor, tips, supporters, oldest_at, next_expiry_at.
+
+    With `created_before`, only the holds made before then count.
+    """
+    where = [is_held()]
+    if created_before is not None:
+        where.append(tips.c.created_at <= created_before)
     return (
         select(
             tips.c.recipient_account_id.label("account_id"),
@@ -49,7 +55,7 @@ def held_by_recipient() -> Subquery:
             func.min(tips.c.created_at).label("oldest_at"),
             func.min(tips.c.expires_at).label("next_expiry_at"),
         )
-        .where(is_held())
+        .where(*where)
         .group_by(tips.c.recipient_account_id)
         .subquery()
     )

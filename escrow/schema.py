@@ -34,8 +34,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.sql.expression import text, true
+from sqlalchemy.sql.expression import false, text, true
 from sqlalchemy.types import TypeDecorator
+
+from escrow.money import MAX_MINOR
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -114,6 +116,9 @@ accounts = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("claimed_at", UTCDateTime),
+    # Bumped when the account signs out, claims or refuses: every session cookie carries
+    # the version it was issued under, so an older copy of the cookie stops working.
+    Column("session_version", Integer, nullable=False, server_default="0"),
     UniqueConstraint("platform", "platform_user_id"),
     CheckConstraint(f"status IN {ACCOUNT_STATUSES!r}", name="status"),
     CheckConstraint(
@@ -125,10 +130,19 @@ accounts = Table(
         "NOT no_overdraft OR credits_posted - debits_posted - debits_pending >= 0",
         name="no_overdraft",
     ),
+    # Far below 2^63 (escrow.money.MAX_MINOR); SQLite enforces it with triggers (0007).
+    CheckConstraint(
+        f"debits_posted <= {MAX_MINOR} AND credits_posted <= {MAX_MINOR}"
+        f" AND debits_pending <= {MAX_MINOR} AND credits_pending <= {MAX_MINOR}",
+        name="counters_bounded",
+    ),
 )
 Index("ix_accounts_handle_key", accounts.c.handle_key, accounts.c.updated_at)
 
-TRANSFER_KINDS = ("deposit", "tip", "fee", "hold", "post", "void", "payout")
+# `refund`: money leaves a supporter back to `funding` because the card payment that
+# brought it in was refunded, lost in a dispute, or a debt from one is being paid
+# (migration 0007).
+TRANSFER_KINDS = ("deposit", "tip", "fee", "hold", "post", "void", "payout", "refund")
 
 transfers = Table(
     "transfers",
@@ -146,6 +160,7 @@ transfers = Table(
     Column("tip_id", Id),
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(f"amount_minor <= {MAX_MINOR}", name="amount_bounded"),
     CheckConstraint("debit_account_id <> credit_account_id", name="distinct_accounts"),
     CheckConstraint(f"kind IN {TRANSFER_KINDS!r}", name="kind"),
     CheckConstraint(
@@ -168,7 +183,9 @@ class TipState(StrEnum):
 
 
 TIP_STATES = tuple(TipState)
-TIP_RESOLUTIONS = ("claimed", "expired", "retracted", "refused")
+# `reversed`: the supporter's money was taken back by a card refund or dispute while the
+# tip waited, so the hold was voided to cover it (migration 0007).
+TIP_RESOLUTIONS = ("claimed", "expired", "retracted", "refused", "reversed")
 
 tips = Table(
     "tips",
@@ -201,7 +218,7 @@ tips = Table(
         name="held_is_open_hold",
     ),
     CheckConstraint(
-        "state <> 'voided' OR resolution IN ('expired', 'retracted', 'refused')",
+        "state <> 'voided' OR resolution IN ('expired', 'retracted', 'refused', 'reversed')",
         name="voided_has_reason",
     ),
     CheckConstraint(
@@ -228,6 +245,7 @@ deposits = Table(
     Column("transfer_id", Id, ForeignKey("transfers.id"), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("length(reference) <= 128", name="reference_length"),
 )
 
 # --- platform: processed mentions, outbox, notices (migration 0002) --------------------
@@ -270,6 +288,9 @@ outbox = Table(
     Column("sent_at", UTCDateTime),
     # Where it is posted: the relay of each platform sends only its own rows (0006).
     Column("platform", String(16), nullable=False, server_default="x"),
+    # The supporter whose tip led to this post (notices): one supporter's tips may trigger
+    # only so many notices a day (NOTICES_PER_SUPPORTER_PER_DAY). Migration 0007.
+    Column("supporter_account_id", Id),
     CheckConstraint(f"kind IN {OUTBOX_KINDS!r}", name="kind"),
     CheckConstraint(f"state IN {OUTBOX_STATES!r}", name="state"),
     CheckConstraint("attempts >= 0", name="attempts_non_negative"),
@@ -280,6 +301,22 @@ Index("ix_outbox_state_next_attempt_at", outbox.c.state, outbox.c.next_attempt_a
 Index("ix_outbox_kind_created_at", outbox.c.kind, outbox.c.created_at)
 Index("ix_outbox_recipient_user_id", outbox.c.recipient_user_id, outbox.c.kind, outbox.c.created_at)
 Index("ix_outbox_recipient_account_id", outbox.c.recipient_account_id, outbox.c.kind)
+
+# What the bot spent on the platform, per UTC day: reads and posts counted as they happen,
+# the estimated bill in integer micro-dollars (the platform bills in USD), and the posts the
+# daily budget deferred to the next day or dropped. `tipjar costs` reads it. Migration 0007.
+platform_usage = Table(
+    "platform_usage",
+    metadata,
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("platform", String(16), primary_key=True),
+    Column("reads", Integer, nullable=False, server_default="0"),
+    Column("posts", Integer, nullable=False, server_default="0"),
+    Column("posts_with_link", Integer, nullable=False, server_default="0"),
+    Column("spend_usd_micros", BigInteger, nullable=False, server_default="0"),
+    Column("deferred", Integer, nullable=False, server_default="0"),
+    Column("dropped", Integer, nullable=False, server_default="0"),
+)
 
 # Per creator: the notice cycle (a cycle opens with the first hold and closes when no hold
 # is left) and the opt-out, which ends notices for good.
@@ -429,7 +466,237 @@ mastodon_sign_ins = Table(
 )
 Index("ix_mastodon_sign_ins_created_at", mastodon_sign_ins.c.created_at)
 
-# --- operations: the ledger's self-checks (migration 0007) -----------------------------
+# --- money in: card top-ups, subscriptions, refunds, disputes, debts (migration 0007) ---
+
+TOPUP_STATES = ("pending", "paid", "failed", "problem")
+
+# One card top-up a supporter started on /me. The row comes first; the provider's checkout
+# session is created with the idempotency key `topup-<id>`, and the money is credited only
+# from the provider's verified webhook, as the deposit `deposit_reference`.
+topups = Table(
+    "topups",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Money_("amount_minor", nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("checkout_session_id", String(255), unique=True),
+    Column("payment_intent_id", String(255)),
+    Column("deposit_reference", String(128), ForeignKey("deposits.reference"), unique=True),
+    Column("problem", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(f"state IN {TOPUP_STATES!r}", name="state"),
+    CheckConstraint("(state = 'paid') = (deposit_reference IS NOT NULL)", name="paid_iff_deposit"),
+)
+Index("ix_topups_account_id", topups.c.account_id, topups.c.created_at)
+Index("ix_topups_payment_intent_id", topups.c.payment_intent_id)
+
+SUBSCRIPTION_STATES = ("pending", "active", "canceling", "canceled", "problem")
+
+# A supporter's monthly budget paid by card: each paid invoice is a deposit of `amount_minor`
+# (reference `stripe:<invoice id>`) and sets the supporter's monthly flattr budget to it.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Money_("amount_minor", nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("checkout_session_id", String(255), unique=True),
+    Column("provider_subscription_id", String(255), unique=True),
+    Column("provider_customer_id", String(255)),
+    Column("current_period_end", UTCDateTime),
+    Column("months_paid", Integer, nullable=False, server_default="0"),
+    Column("problem", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(f"state IN {SUBSCRIPTION_STATES!r}", name="state"),
+)
+Index("ix_subscriptions_account_id", subscriptions.c.account_id, subscriptions.c.state)
+Index("ix_subscriptions_provider_customer_id", subscriptions.c.provider_customer_id)
+
+REVERSAL_KINDS = ("refund", "dispute")
+REVERSAL_STATES = ("waiting", "taken", "open", "won", "lost", "problem")
+
+# Money a card payment takes back: a refund (`stripe-refund:<id>`, taken at once) or a
+# dispute (`stripe-dispute:<id>`, frozen as a hold on the supporter until it closes: voided
+# if won, posted if lost). What the supporter's available money and voided tip holds could
+# not cover is a debt. `waiting`: the payment it reverses is not credited yet (events come
+# in any order); it is applied when the payment's deposit arrives.
+reversals = Table(
+    "reversals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("reference", String(128), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("payment_reference", String(128), nullable=False),  # the deposit it reverses
+    Column("charge_id", String(255)),
+    Column("account_id", Id, ForeignKey("accounts.id")),
+    Money_("amount_minor", nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("state", String(16), nullable=False),
+    Money_("voided_minor", nullable=False, server_default="0"),  # tip holds voided for it
+    Money_("taken_minor", nullable=False, server_default="0"),  # taken (refund) or frozen
+    Column("transfer_id", Id, ForeignKey("transfers.id"), unique=True),
+    Column("resolution_transfer_id", Id, ForeignKey("transfers.id"), unique=True),
+    Column("problem", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(f"kind IN {REVERSAL_KINDS!r}", name="kind"),
+    CheckConstraint(f"state IN {REVERSAL_STATES!r}", name="state"),
+    CheckConstraint(
+        "taken_minor >= 0 AND voided_minor >= 0 AND taken_minor <= amount_minor",
+        name="taken_within_amount",
+    ),
+    CheckConstraint("(taken_minor > 0) = (transfer_id IS NOT NULL)", name="taken_iff_transfer"),
+)
+Index("ix_reversals_payment_reference", reversals.c.payment_reference)
+
+# What a refund or a lost dispute could not take: the supporter owes it, tips are refused
+# until new money pays it (`paid_minor`, one `debt_payments` row per refund transfer), and
+# a won dispute forgives what it left unpaid.
+debts = Table(
+    "debts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("reversal_id", Id, ForeignKey("reversals.id"), nullable=False, unique=True),
+    Money_("amount_minor", nullable=False),
+    Money_("paid_minor", nullable=False, server_default="0"),
+    Money_("forgiven_minor", nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("settled_at", UTCDateTime),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(
+        "paid_minor >= 0 AND forgiven_minor >= 0 AND paid_minor + forgiven_minor <= amount_minor",
+        name="paid_within_amount",
+    ),
+    CheckConstraint(
+        "(settled_at IS NULL) = (paid_minor + forgiven_minor < amount_minor)",
+        name="settled_iff_covered",
+    ),
+)
+Index("ix_debts_open", debts.c.account_id, **partial("settled_at IS NULL"))
+
+debt_payments = Table(
+    "debt_payments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("debt_id", Id, ForeignKey("debts.id"), nullable=False),
+    Column("transfer_id", Id, ForeignKey("transfers.id"), nullable=False, unique=True),
+    Money_("amount_minor", nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+Index("ix_debt_payments_debt_id", debt_payments.c.debt_id)
+
+EVENT_ENDPOINTS = ("platform", "connect")
+
+# Every verified provider event, once: the row is written in the same transaction as the
+# event's effect, so a redelivery finds it and changes nothing.
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("endpoint", String(16), nullable=False),
+    Column("type", String(96), nullable=False),
+    Column("account", String(255)),  # the connected account, for Connect events
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("result", String(255), nullable=False),
+    CheckConstraint(f"endpoint IN {EVENT_ENDPOINTS!r}", name="endpoint"),
+)
+Index("ix_stripe_events_received_at", stripe_events.c.received_at)
+
+# --- money out: payouts to creators (migration 0008) ------------------------------------
+
+PAYOUT_PROVIDERS = ("stripe", "manual")
+PAYOUT_STATES = ("pending", "posted", "voided")
+
+# Where a creator is paid: a Stripe connected account (Connect) or, for the manual
+# provider, free text (an IBAN, a PayPal address) kept only as Fernet ciphertext.
+# `connections` counts connected accounts created for this creator, so a creator who
+# disconnected and connects again gets a new idempotency key (`account-<id>-<n>`).
+payout_accounts = Table(
+    "payout_accounts",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True, autoincrement=False),
+    Column("stripe_account_id", String(255), unique=True),
+    Column("payouts_enabled", Boolean, nullable=False, server_default=false()),
+    Column("connections", Integer, nullable=False, server_default="0"),
+    Column("details_ciphertext", Text),
+    Column("disconnected_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("connections >= 0", name="connections_non_negative"),
+)
+
+# One withdrawal: a hold (pending transfer) creator -> `payouts`, written with the row in
+# one transaction; posted when the provider confirms (a Stripe transfer `reference`, or the
+# maintainer's reference), voided when it is refused or cancelled. The relay sends a
+# Stripe payout with the idempotency key `payout-<id>`; `attempts` and `next_attempt_at`
+# are its backoff (claiming a row pushes `next_attempt_at` out, which is also its lease).
+# A Stripe reversal of a posted payout gives money back: `reversed_minor`, one
+# `payout_reversals` row per reversal.
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Money_("amount_minor", nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("hold_transfer_id", Id, ForeignKey("transfers.id"), nullable=False, unique=True),
+    Column("resolution_transfer_id", Id, ForeignKey("transfers.id"), unique=True),
+    Column("destination", String(255)),  # the connected account (stripe)
+    Column("reference", String(255), unique=True),  # Stripe transfer id or the maintainer's
+    Money_("reversed_minor", nullable=False, server_default="0"),
+    Column("origin", String(16), nullable=False, server_default="creator"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint(f"provider IN {PAYOUT_PROVIDERS!r}", name="provider"),
+    CheckConstraint(f"state IN {PAYOUT_STATES!r}", name="state"),
+    CheckConstraint("origin IN ('creator', 'schedule')", name="origin"),
+    CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+    CheckConstraint(
+        "(state = 'pending') = (resolution_transfer_id IS NULL)", name="pending_iff_unresolved"
+    ),
+    CheckConstraint(
+        "reversed_minor >= 0 AND reversed_minor <= amount_minor", name="reversed_within_amount"
+    ),
+    CheckConstraint("state = 'posted' OR reversed_minor = 0", name="only_posted_reversed"),
+)
+Index("ix_payouts_account_id", payouts.c.account_id, payouts.c.created_at)
+Index("ix_payouts_due", payouts.c.next_attempt_at, payouts.c.id, **partial("state = 'pending'"))
+# At most one withdrawal on its way per creator: two tabs submitting at once get one payout
+# and a clear refusal, never two.
+Index("uq_payouts_one_pending", payouts.c.account_id, unique=True, **partial("state = 'pending'"))
+
+payout_reversals = Table(
+    "payout_reversals",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("payout_id", Id, ForeignKey("payouts.id"), nullable=False),
+    Column("reference", String(255), nullable=False, unique=True),
+    Money_("amount_minor", nullable=False),
+    Column("transfer_id", Id, ForeignKey("transfers.id"), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+Index("ix_payout_reversals_payout_id", payout_reversals.c.payout_id)
+
+# --- operations: the ledger's self-checks (migration 0010) -----------------------------
 
 AUDIT_TRIGGERS = ("daily", "before_settlement", "after_settlement", "maintainer")
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from escrow import audit, claims, decide, expiry, ledger, reports, tips
+from escrow import audit, claims, decide, expiry, funding, ledger, reports, tips
 from escrow.db import transaction
 from escrow.ledger import Clock, Identity, Policy, utcnow
 from escrow.money import Money
@@ -33,7 +33,8 @@ class Ledger:
         return transaction(self.engine, lambda conn: work(conn, self.clock()))
 
     def deposit(self, who: Identity, amount: Money, reference: str) -> ledger.DepositResult:
-        return self.run(lambda c, now: ledger.deposit(c, self.policy, who, amount, reference, now))
+        """A deposit; any debt from a refund or dispute is paid from it first."""
+        return self.run(lambda c, now: funding.deposit(c, self.policy, who, amount, reference, now))
 
     def tip(
         self, supporter: Identity, recipient: Identity, amount: Money, source: str

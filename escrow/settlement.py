@@ -106,6 +106,7 @@ from escrow.schema import (
     UTCDateTime,
     accounts,
     budgets,
+    debts,
     settlement_runs,
     settlements,
     shares,
@@ -469,6 +470,11 @@ def _mark_supporters(
     )
     budget = func.coalesce(budgets.c.monthly_budget_minor, default_budget_minor)
     avail = available_of(accounts.c)
+    in_debt = (
+        select(debts.c.id)
+        .where(debts.c.account_id == counts.c.sid, debts.c.settled_at.is_(None))
+        .exists()
+    )
     marked = conn.execute(
         dialect_insert(conn, settlements)
         .from_select(
@@ -486,7 +492,8 @@ def _mark_supporters(
                 counts.c.sid,
                 budget,
                 avail,
-                case((avail < budget, avail), else_=budget),
+                # A supporter in debt (a card refund or dispute) flattrs nobody.
+                case((in_debt, 0), (avail < budget, avail), else_=budget),
                 counts.c.n,
                 bindparam("now", now, type_=UTCDateTime),
             )

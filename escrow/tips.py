@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 
 from escrow.db import allocate_ids, bulk_insert, one_of
+from escrow.debts import debtors
 from escrow.decide import (
     Account,
     Book,
@@ -102,8 +103,11 @@ def _load_book(conn: Connection, requests: Sequence[TipRequest], now: datetime) 
     ids = ensure_accounts(conn, [r.recipient for r in funded], now)
     ids.update({k: int(row.id) for k, row in payers.items()})
     locked = lock_accounts(conn, [*ids.values(), system_account(conn, FEES)])
+    owed = debtors(conn, [int(row.id) for row in payers.values()])
     accounts = {
-        aid: Account(aid, str(row.status), available(row), int(row.credits_posted))
+        aid: Account(
+            aid, str(row.status), available(row), int(row.credits_posted), owed.get(aid, 0)
+        )
         for aid, row in locked.items()
     }
     # Tips applied before, by (source, recipient). Asked by source alone, the leading column

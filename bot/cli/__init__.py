@@ -11,9 +11,22 @@ from typing import IO, Any
 
 import click
 from click.exceptions import NoArgsIsHelpError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from bot.cli import demo_cmds, ledger_cmds, ops_cmds, settle_cmds, web_cmds, x_cmds
+from bot.cli import (
+    cost_cmds,
+    demo_cmds,
+    funds_cmds,
+    ledger_cmds,
+    ops_cmds,
+    payout_cmds,
+    settle_cmds,
+    web_cmds,
+    x_cmds,
+)
 from bot.cli.context import Context
+from bot.cli.output import fail
+from bot.config import mask_database_url
 
 
 class _OneLineUsageError(click.UsageError):
@@ -48,6 +61,11 @@ class _Main(click.Group):
             raise
         except click.UsageError as e:
             raise _OneLineUsageError(e.format_message(), e.ctx) from None
+        except (OperationalError, InterfaceError) as e:
+            # Any command, `db upgrade` included: one line naming the database, no traceback.
+            where = mask_database_url(ctx.obj.settings.database_url) if ctx.obj else "?"
+            reason = str(e.orig if e.orig is not None else e).strip().splitlines() or ["?"]
+            fail(f"cannot reach the database {where}: {reason[0]}")
 
 
 @click.group(
@@ -68,5 +86,15 @@ def main(ctx: click.Context) -> None:
     ctx.obj = Context()
 
 
-for area in (ledger_cmds, settle_cmds, x_cmds, web_cmds, demo_cmds, ops_cmds):
+for area in (
+    ledger_cmds,
+    funds_cmds,
+    payout_cmds,
+    settle_cmds,
+    x_cmds,
+    web_cmds,
+    demo_cmds,
+    cost_cmds,
+    ops_cmds,
+):
     area.register(main)

@@ -56,40 +56,60 @@ class Context:
         """An account as a maintainer names it, on either platform.
 
         `x:ID` and `mastodon:user@domain` are taken as given; `@user@domain` is a Mastodon
-        address (lowercased: addresses are the ids); `@handle` is an X handle found among
-        the local accounts, else looked up on X (only when X credentials are configured;
-        X answers with the account's immutable id).
+        address (lowercased: addresses are the ids). `@handle` is whoever holds that X
+        handle now: handles are recycled after a rename, so with X configured the handle is
+        always resolved on X (its answer is the account's immutable id). The local snapshot
+        answers only when X is not configured, or cannot be reached, and then with a
+        warning naming the stored id.
         """
         text = text.strip()
         mastodon = _mastodon_identity(text)
         if mastodon is not None:
             return mastodon
-        if text.startswith("@"):
-            with self.engine.connect() as conn:
-                row = find_by_handle(conn, text[1:])
-            if row is not None:
-                return Identity(row.platform, row.platform_user_id, row.handle)
-            found = self._look_up_on_x(text[1:])
-            if found is None:
-                fail(f"{text} is not known here yet; give the account as x:ID (the numeric id)")
-            return found
-        try:
-            return Identity.parse(text)
-        except LedgerError as e:
-            fail(f"{e}; or give @handle, @user@domain or mastodon:user@domain")
+        if not text.startswith("@"):
+            try:
+                return Identity.parse(text)
+            except LedgerError as e:
+                fail(f"{e}; or give @handle, @user@domain or mastodon:user@domain")
+        handle = text[1:]
+        on_x, x_error = self._look_up_on_x(handle)
+        if on_x is not None:
+            return on_x
+        if x_error is None and self._x_configured:
+            fail(f"{text} is not known on X; give the account as x:ID (the numeric id)")
+        with self.engine.connect() as conn:
+            row = find_by_handle(conn, handle)
+        if row is None:
+            reason = f" and X could not be asked: {x_error}" if x_error else ""
+            fail(f"{text} is not known here{reason}; give the account as x:ID (the numeric id)")
+        if x_error is not None:
+            click.echo(
+                f"tipjar: warning: X could not be asked ({x_error}); using the stored"
+                f" {text} = {row.platform}:{row.platform_user_id}, which may be out of date",
+                err=True,
+            )
+        return Identity(row.platform, row.platform_user_id, row.handle)
 
-    def _look_up_on_x(self, handle: str) -> Identity | None:
+    @property
+    def _x_configured(self) -> bool:
+        from bot.platforms.x.wiring import x_reads_configured
+
+        return x_reads_configured(self.settings)
+
+    def _look_up_on_x(self, handle: str) -> tuple[Identity | None, str | None]:
+        """(the account X names `handle` now, None) or (None, why X could not be asked)."""
         from bot.platforms import PlatformError
-        from bot.platforms.x.wiring import build_x_api, x_reads_configured
+        from bot.platforms.x.wiring import build_x_api
 
-        if not x_reads_configured(self.settings):
-            return None
+        if not self._x_configured:
+            return None, None
         try:
-            users = build_x_api(self.settings).lookup_users([handle])
+            users = build_x_api(self.settings, max_retries=1).lookup_users([handle])
         except PlatformError as e:
-            fail(f"@{handle} is not known here and X could not be asked: {e}")
+            return None, str(e)
         user = users.get(handle.casefold())
-        return Identity(user.platform, user.user_id, user.handle) if user is not None else None
+        found = Identity(user.platform, user.user_id, user.handle) if user is not None else None
+        return found, None
 
 
 def _mastodon_identity(text: str) -> Identity | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
 from bot.cli.context import Context
@@ -12,6 +14,8 @@ from escrow.db import transaction
 from escrow.ledger import LedgerError, utcnow
 from escrow.migrate import current_revision, head_revision, upgrade
 from escrow.money import Money, MoneyError
+from escrow.payouts import PayoutTotals
+from escrow.payouts import totals as payout_totals
 from escrow.pending_flattrs import count_pending_flattrs
 from escrow.reports import AccountView, holds_for
 
@@ -41,10 +45,22 @@ def check_config(as_json: bool) -> None:
         raise SystemExit(EXIT_USAGE) from None
     problems = settings.live_problems()
     if as_json:
-        emit_json({"ok": not problems, "problems": problems, "settings": settings.redacted()})
+        emit_json(
+            {
+                "ok": not problems,
+                "problems": problems,
+                "settings": settings.redacted(),
+                "topups": settings.topups_enabled,
+                "payouts": settings.payout_method,
+            }
+        )
     else:
-        for key, value in settings.redacted().items():
-            click.echo(f"{key:24} {value}")
+        shown = settings.redacted()
+        width = max(map(len, shown))
+        for key, value in shown.items():
+            click.echo(f"{key:{width}} {value}")
+        click.echo(f"\n{settings.payments_status()}")
+        click.echo(settings.payouts_status())
     if problems:
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
@@ -119,7 +135,7 @@ def accounts() -> None:
     """Supporters' and creators' accounts."""
 
 
-def _account_json(view: AccountView, pending_flattrs: int) -> dict[str, object]:
+def _account_json(view: AccountView, pending_flattrs: int, paid: PayoutTotals) -> dict[str, object]:
     return {
         "platform": view.platform,
         "user_id": view.user_id,
@@ -129,6 +145,8 @@ def _account_json(view: AccountView, pending_flattrs: int) -> dict[str, object]:
         "reserved_minor": view.reserved_minor,
         "held_for_minor": view.held_for_minor,
         "pending_flattrs": pending_flattrs,
+        "paid_out_minor": paid.paid_out_minor,
+        "in_payout_minor": paid.in_payout_minor,
     }
 
 
@@ -137,7 +155,7 @@ def _account_json(view: AccountView, pending_flattrs: int) -> dict[str, object]:
 @json_option
 @pass_ctx
 def accounts_show(ctx: Context, who: str, as_json: bool) -> None:
-    """Show one account: available, reserved in its tips, held for it.
+    """Show one account: available, reserved in its tips, held for it, paid out, in payout.
 
     \b
     Example:
@@ -148,8 +166,11 @@ def accounts_show(ctx: Context, who: str, as_json: bool) -> None:
         fail(f"{who} has no account yet", EXIT_PROBLEM)
     with ctx.engine.connect() as conn:
         flattrs = count_pending_flattrs(conn, view.account_id)
+        paid = payout_totals(conn, view.account_id)
+    # A payout on its way is a hold too; "reserved in its tips" shows only the tips'.
+    view = replace(view, reserved_minor=view.reserved_minor - paid.in_payout_minor)
     if as_json:
-        emit_json(_account_json(view, flattrs))
+        emit_json(_account_json(view, flattrs, paid))
         return
     cur = ctx.settings.currency
     rows = [
@@ -160,6 +181,8 @@ def accounts_show(ctx: Context, who: str, as_json: bool) -> None:
         ("reserved in its tips", money(view.reserved_minor, cur)),
         ("held for it", money(view.held_for_minor, cur)),
         ("flattrs pending", f"{flattrs} until the month is settled"),
+        ("in payout", money(paid.in_payout_minor, cur)),
+        ("paid out", money(paid.paid_out_minor, cur)),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -153,7 +153,9 @@ def notices_send(ctx: Context, once: bool, limit: int, as_json: bool) -> None:
 
 def _send_all(ctx: Context, platforms: list[Platform], limit: int) -> SendResult:
     """Each platform's relay in turn; one summed result (the first error and limit kept)."""
-    results = [send_pending(ctx.engine, p, utcnow(), limit) for p in platforms]
+    results = [
+        send_pending(ctx.engine, p, utcnow(), limit, settings=ctx.settings) for p in platforms
+    ]
     if len(results) == 1:
         return results[0]
     return SendResult(
@@ -165,6 +167,7 @@ def _send_all(ctx: Context, platforms: list[Platform], limit: int) -> SendResult
             (r.rate_limited_until for r in results if r.rate_limited_until), None
         ),
         error=next((r.error for r in results if r.error), None),
+        held_back=sum(r.held_back for r in results),
     )
 
 

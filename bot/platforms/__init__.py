@@ -4,6 +4,7 @@ package per platform (`bot.platforms.x`). Only an adapter imports its platform's
 from bot.platforms.port import (
     BackfillsMentions,
     DuplicateContent,
+    KnowsUsersById,
     Mention,
     MentionsPage,
     NotFound,
@@ -21,6 +22,7 @@ from bot.platforms.port import (
 __all__ = [
     "BackfillsMentions",
     "DuplicateContent",
+    "KnowsUsersById",
     "Mention",
     "MentionsPage",
     "NotFound",

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "BackfillsMentions",
     "DuplicateContent",
+    "KnowsUsersById",
     "Mention",
     "MentionsPage",
     "NotFound",
@@ -282,4 +283,14 @@ class SignIn(Protocol):
 
     def current_user(self, access_token: str) -> PlatformUser:
         """The account the access token belongs to (handle "" when not given)."""
+        ...
+
+
+@runtime_checkable
+class KnowsUsersById(Protocol):
+    """A platform whose handles can change hands (X): it names its accounts by id now."""
+
+    def lookup_users_by_id(self, user_ids: Sequence[str]) -> dict[str, PlatformUser]:
+        """The accounts as the platform knows them now, by user id, in as few calls as it
+        allows; an id it no longer knows (deactivated, suspended) is absent."""
         ...

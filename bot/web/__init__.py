@@ -28,8 +28,10 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.errors import init_sentry
 from bot.hosts import is_loopback
 from bot.logs import configure_logging
+from bot.payments.gateway import StripeGateway
+from bot.payments.payouts import ConnectGateway
 from bot.platforms.x.signin import XSignIn
-from bot.web import admin, mastodon, security, views
+from bot.web import admin, mastodon, payments, payouts, security, views
 from bot.web.context import Web
 from escrow.ledger import Clock, utcnow
 
@@ -74,6 +76,8 @@ def create_app(
     engine: Engine | None = None,
     clock: Clock | None = None,
     http: requests.Session | None = None,
+    gateway: StripeGateway | None = None,
+    connect_gateway: ConnectGateway | None = None,
 ) -> Flask:
     """The Flask app for `settings` (default: read from the environment and `.env`)."""
     settings = settings or load_settings()
@@ -103,8 +107,11 @@ def create_app(
         sign_in=XSignIn(settings, session_http),
     )
     app.extensions["tipjar"] = web
-    security.install(app, settings.x_oauth_authorize_url)
+    targets = [*payments.form_targets(settings), *payouts.form_targets(settings)]
+    security.install(app, settings.x_oauth_authorize_url, *targets)
     views.register(app, web)
     mastodon.register(app, web)
+    payments.register(app, web, gateway)
+    payouts.register(app, web, connect_gateway)
     admin.register(app, web)
     return app

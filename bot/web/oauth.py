@@ -1,33 +1,37 @@
 """The web sign-in's own half: OAuth 2.0 Authorization Code with PKCE (S256) state.
 
 tipjar keeps the state and the PKCE verifier itself (client libraries lose them between
-requests). `begin` stores the verifier in `oauth_states` under a SHA-256 hash of a fresh
-random state and returns the platform's authorize URL (from the `SignIn` port, e.g.
-`bot.platforms.x.signin.XSignIn`); `take` consumes that row once, within `STATE_LIFETIME`.
-The port's `exchange_code` and `current_user` are the two calls to the platform; the access
-token they pass between them lives in a local variable only: never stored, put in the
-session or logged.
+requests), without writing anything when a sign-in starts: `begin` makes a fresh random
+state and derives its verifier from it with an HMAC under the app's secret key, so the
+verifier never leaves the server and needs no row; the browser's signed session remembers
+the state's hash and when it started (bot.web.sessions). `take` accepts a state once,
+within `STATE_LIFETIME`, by recording its hash in `oauth_states` at the callback: a
+replayed state finds its row. The port's `exchange_code` and `current_user` are the two
+calls to the platform; the access token they pass between them lives in a local variable
+only: never stored, put in the session or logged.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete
 
 from bot.platforms.port import SignIn, SignInError
+from escrow.db import dialect_insert
 from escrow.schema import oauth_states
 
 __all__ = ["SignInError", "Started", "StateProblem", "begin", "origin", "state_key", "take"]
 
 STATE_LIFETIME = timedelta(minutes=10)
-# Used and expired rows linger a day so a replayed state is told apart from a forged one.
+# Used states are kept a day, far longer than a state lives, so a replay always finds its row.
 KEEP_STATES = timedelta(days=1)
 
 
@@ -54,17 +58,16 @@ class Started:
     authorize_url: str  # where the browser goes next
 
 
-def begin(conn: Connection, sign_in: SignIn, now: datetime) -> Started:
-    """Start a sign-in: store a new verifier under a new state; the platform's authorize URL."""
+def code_verifier(secret: str, state: str) -> str:
+    """The PKCE verifier of `state`: 43 characters only a holder of the secret key can make."""
+    digest = hmac.new(secret.encode("utf-8"), b"pkce-verifier:" + state.encode(), "sha256")
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+
+
+def begin(sign_in: SignIn, secret: str) -> Started:
+    """Start a sign-in: a new state and the platform's authorize URL. Writes nothing."""
     state = secrets.token_urlsafe(32)
-    verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43..128
-    conn.execute(delete(oauth_states).where(oauth_states.c.created_at < now - KEEP_STATES))
-    conn.execute(
-        oauth_states.insert().values(
-            state_hash=state_key(state), code_verifier=verifier, created_at=now
-        )
-    )
-    url = sign_in.authorize_url(state, pkce_challenge(verifier))
+    url = sign_in.authorize_url(state, pkce_challenge(code_verifier(secret, state)))
     return Started(state_key(state), url)
 
 
@@ -74,23 +77,20 @@ class StateProblem(StrEnum):
     EXPIRED = "expired"
 
 
-def take(conn: Connection, state: str, now: datetime) -> str | StateProblem:
-    """Consume `state` once: its verifier, or why it cannot be used."""
-    key = state_key(state)
-    row = conn.execute(
-        select(oauth_states).where(oauth_states.c.state_hash == key).with_for_update()
-    ).one_or_none()
-    if row is None:
-        return StateProblem.UNKNOWN
-    if row.used_at is not None:
-        return StateProblem.USED
-    if now - row.created_at > STATE_LIFETIME:
+def take(
+    conn: Connection, state: str, secret: str, started_at: datetime, now: datetime
+) -> str | StateProblem:
+    """Accept `state` (started at `started_at`, per the signed session) once: its verifier."""
+    if now - started_at > STATE_LIFETIME or started_at > now + STATE_LIFETIME:
         return StateProblem.EXPIRED
+    conn.execute(delete(oauth_states).where(oauth_states.c.created_at < now - KEEP_STATES))
+    verifier = code_verifier(secret, state)
     won = conn.execute(
-        update(oauth_states)
-        .where(oauth_states.c.state_hash == key, oauth_states.c.used_at.is_(None))
-        .values(used_at=now)
-    )
-    if won.rowcount != 1:
+        dialect_insert(conn, oauth_states)
+        .values(state_hash=state_key(state), code_verifier=verifier, created_at=now, used_at=now)
+        .on_conflict_do_nothing(index_elements=["state_hash"])
+        .returning(oauth_states.c.state_hash)
+    ).first()
+    if won is None:
         return StateProblem.USED
-    return str(row.code_verifier)
+    return verifier

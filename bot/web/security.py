@@ -26,6 +26,8 @@ from bot.web.oauth import origin
 log = logging.getLogger("bot.web")
 
 CSRF_FIELD = "csrf_token"
+# Provider webhooks are not forms: they carry no cookie and prove themselves by signature.
+CSRF_EXEMPT = frozenset(["/stripe/webhook", "/stripe/webhook/connect"])
 _CSRF_KEY = "csrf"
 _UNSAFE = frozenset(["POST", "PUT", "PATCH", "DELETE"])
 
@@ -85,30 +87,32 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def content_security_policy(authorize_url: str) -> str:
+def content_security_policy(authorize_url: str, *form_targets: str) -> str:
+    targets = " ".join(dict.fromkeys([origin(authorize_url), *map(origin, form_targets)]))
     return "; ".join(
         [
             "default-src 'none'",
             "style-src 'self'",
             "img-src 'self'",
             # X's origin: the "Sign in with X" form redirects there, and browsers apply
-            # form-action to a form's redirects too.
-            f"form-action 'self' {origin(authorize_url)}",
+            # form-action to a form's redirects too (so do "Add money" forms, to Stripe).
+            f"form-action 'self' {targets}",
             "frame-ancestors 'none'",
             "base-uri 'none'",
         ]
     )
 
 
-def install(app: Flask, authorize_url: str) -> None:
-    """Wire the CSRF check, the headers and the error pages into `app`."""
-    csp = content_security_policy(authorize_url)
+def install(app: Flask, authorize_url: str, *form_targets: str) -> None:
+    """Wire the CSRF check, the headers and the error pages into `app`; forms may lead to
+    `authorize_url`'s origin and to those of `form_targets`."""
+    csp = content_security_policy(authorize_url, *form_targets)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["CSRF_FIELD"] = CSRF_FIELD
 
     @app.before_request
     def check_csrf() -> Response | None:
-        if request.method in _UNSAFE and not csrf_ok():
+        if request.method in _UNSAFE and request.path not in CSRF_EXEMPT and not csrf_ok():
             log.info("refused %s %s: missing or wrong CSRF token", request.method, request.path)
             return error_page(
                 400,

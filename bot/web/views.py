@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Flask,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from sqlalchemy import Connection, case, or_, select, text
 from sqlalchemy.orm import aliased
 from werkzeug.wrappers import Response as BaseResponse
@@ -23,7 +33,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from bot.outbox import is_opted_out
 from bot.outbox import opt_out as stop_notices
 from bot.platforms import PlatformUser, SignInError
-from bot.web import oauth
+from bot.web import oauth, sessions
 from bot.web.context import Web
 from bot.web.security import error_page, log
 from escrow import claims
@@ -39,7 +49,6 @@ from escrow.schema import accounts, tips
 
 HISTORY = 20
 WAITING_LISTED = 100
-PENDING_STATES = 3  # sign-ins one browser may have in flight (several tabs)
 
 STATE_PROBLEMS = {
     oauth.StateProblem.UNKNOWN: "This sign-in is not one we started. Please start again.",
@@ -120,14 +129,7 @@ def _waiting_out(conn: Connection, web: Web, account_id: int) -> list[HistoryLin
 
 
 def _current(conn: Connection) -> Any | None:
-    """The signed-in account's row, or None (signed out, or the account is not a person)."""
-    account_id = session.get("account_id")
-    if not isinstance(account_id, int) or isinstance(account_id, bool):
-        return None
-    row = conn.execute(select(accounts).where(accounts.c.id == account_id)).one_or_none()
-    if row is None or row.status not in ("claimed", "refusing"):
-        return None
-    return row
+    return sessions.current_account(conn)
 
 
 def _parse_amount(raw: str, code: str) -> Money:
@@ -201,14 +203,16 @@ def claim_for(web: Web, person: PlatformUser) -> BaseResponse:
     (every platform's sign-in ends here)."""
     who = Identity(person.platform, person.user_id, person.handle or None)
 
-    def work(conn: Connection) -> tuple[claims.ClaimResult, str]:
+    def work(conn: Connection) -> tuple[claims.ClaimResult, str, int]:
         result = claims.claim(conn, web.policy, who, web.now())
         status = conn.execute(
             select(accounts.c.status).where(accounts.c.id == result.account_id)
         ).scalar_one()
-        return result, str(status)
+        # A claim ends every session of this account that was open before it.
+        version = sessions.end_every_session(conn, result.account_id)
+        return result, str(status), version
 
-    result, status = transaction(web.engine, work)
+    result, status, version = transaction(web.engine, work)
     log.info(
         "claim by %s:%s: %d tips from %d supporters posted (%d minor), %d expired",
         person.platform,
@@ -218,10 +222,7 @@ def claim_for(web: Web, person: PlatformUser) -> BaseResponse:
         result.gross.minor,
         result.expired,
     )
-    # A fresh session on sign-in: nothing from before (a planted session) carries over.
-    session.clear()
-    session.permanent = True
-    session["account_id"] = result.account_id
+    sessions.sign_in(result.account_id, version)
     session["claim_result"] = {
         "gross": result.gross.minor,
         "fee": result.fee.minor,
@@ -244,7 +245,7 @@ class _ClaimPages(_Pages):
         app.add_url_rule("/claim/start", "claim_start", self.claim_start, methods=["GET"])
         app.add_url_rule("/oauth/callback", "oauth_callback", self.oauth_callback, methods=["GET"])
         app.add_url_rule("/claim/done", "claim_done", self.claim_done, methods=["GET"])
-        app.add_url_rule("/logout", "logout", self.logout, methods=["GET"])
+        app.add_url_rule("/logout", "logout", self.logout, methods=["POST"])
 
     def home(self) -> BaseResponse:
         return redirect(url_for("claim_page"), 302)
@@ -262,27 +263,26 @@ class _ClaimPages(_Pages):
                 f"The people running this site have not connected it to {sign_in.label} yet. "
                 "Your money is safe and keeps waiting; please try again later.",
             )
-        started = transaction(
-            self.web.engine, lambda conn: oauth.begin(conn, sign_in, self.web.now())
-        )
-        pending = [k for k in session.get("oauth_states", []) if isinstance(k, str)]
-        session["oauth_states"] = [*pending, started.state_key][-PENDING_STATES:]
+        started = oauth.begin(sign_in, self._secret())
+        sessions.remember_pending(started.state_key, self.web.now())
         return redirect(started.authorize_url, 302)
+
+    @staticmethod
+    def _secret() -> str:
+        return str(current_app.config["SECRET_KEY"])
 
     def oauth_callback(self) -> BaseResponse:
         args = request.args
         state = args.get("state", "")
-        pending = [k for k in session.get("oauth_states", []) if isinstance(k, str)]
-        key = oauth.state_key(state) if state else ""
-        ours = bool(key) and key in pending
-        if ours:
-            # Whatever happens next, this state is spent for this browser too.
-            session["oauth_states"] = [k for k in pending if k != key]
-        refused = self._refused_callback(state, ours)
-        if refused is not None:
-            return refused
+        # Whatever happens next, this state is spent for this browser too.
+        started_at = sessions.take_pending(oauth.state_key(state)) if state else None
+        refused = self._refused_callback(state, started_at)
+        if refused is not None or started_at is None:
+            return refused or error_page(400)
+        begun = started_at
         verifier = transaction(
-            self.web.engine, lambda conn: oauth.take(conn, state, self.web.now())
+            self.web.engine,
+            lambda conn: oauth.take(conn, state, self._secret(), begun, self.web.now()),
         )
         if isinstance(verifier, oauth.StateProblem):
             log.info("sign-in refused: state %s", verifier.value)
@@ -303,12 +303,17 @@ class _ClaimPages(_Pages):
             access_token = ""  # not kept a moment longer than needed
         return self._claim_for(person)
 
-    def _refused_callback(self, state: str, ours: bool) -> BaseResponse | None:
+    def _refused_callback(self, state: str, started_at: datetime | None) -> BaseResponse | None:
         """The page for a callback that carries an error or a state not started here."""
         args = request.args
+        ours = started_at is not None
         if "error" in args:
-            if ours:
-                transaction(self.web.engine, lambda conn: oauth.take(conn, state, self.web.now()))
+            if started_at is not None:
+                begun = started_at
+                transaction(
+                    self.web.engine,
+                    lambda conn: oauth.take(conn, state, self._secret(), begun, self.web.now()),
+                )
             if args.get("error") == "access_denied":
                 return BaseResponse(
                     render_template("message.html", kind="denied"),
@@ -345,6 +350,13 @@ class _ClaimPages(_Pages):
         return render_template("claim_done.html", r=outcome)
 
     def logout(self) -> BaseResponse:
+        # A POST with the CSRF token (checked before any view), so no other site can sign
+        # anyone out; it ends every copy of the cookie, not only this browser's.
+        with self.web.engine.connect() as conn:
+            row = _current(conn)
+        if row is not None:
+            account_id = int(row.id)
+            transaction(self.web.engine, lambda conn: sessions.end_every_session(conn, account_id))
         session.clear()
         flash("You are signed out.", "ok")
         return redirect(url_for("claim_page"), 303)
@@ -473,9 +485,15 @@ class _AccountPages(_Pages):
         if request.method == "GET" or request.form.get("confirm") != "yes":
             return render_template("refuse.html", view=account_view(row))
         who = _identity(row)
-        result = transaction(
-            self.web.engine, lambda conn: claims.refuse(conn, self.web.policy, who, self.web.now())
-        )
+        account_id = int(row.id)
+
+        def refuse_tips(conn: Connection) -> tuple[claims.RefuseResult, int]:
+            refused = claims.refuse(conn, self.web.policy, who, self.web.now())
+            # Refusing ends every other session; this browser stays signed in.
+            return refused, sessions.end_every_session(conn, account_id)
+
+        result, version = transaction(self.web.engine, refuse_tips)
+        sessions.sign_in(account_id, version)
         if result.voided == 1:
             flash(
                 f"You now turn tips away. 1 waiting tip ({result.returned}) went back to its"

@@ -39,6 +39,8 @@ ACCOUNT_KEYS = {
     "reserved_minor",
     "held_for_minor",
     "pending_flattrs",
+    "paid_out_minor",
+    "in_payout_minor",
 }
 RECIPIENT_KEYS = {
     "platform",
@@ -121,6 +123,8 @@ def test_a_maintainer_upgrades_the_database_deposits_once_and_reads_the_account(
         "reserved_minor": 0,
         "held_for_minor": 0,
         "pending_flattrs": 0,
+        "paid_out_minor": 0,
+        "in_payout_minor": 0,
     }
 
 

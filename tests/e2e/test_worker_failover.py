@@ -14,17 +14,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from bot.platforms.x.sandbox import Sandbox
 from escrow.db import make_engine
 from escrow.ledger import Identity, Policy
 from escrow.money import Money
-from escrow.schema import outbox
+from escrow.schema import mentions, outbox, tips
 from escrow.service import Ledger
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -46,6 +47,22 @@ def eventually(condition: Callable[[], bool], seconds: float, what: str) -> floa
             pytest.fail(f"timed out after {seconds}s waiting for {what}")
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+def polled(engine: Engine, count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with engine.connect() as conn:
+            return len(conn.execute(select(mentions.c.tweet_id)).all()) >= count
+
+    return check
+
+
+def tips_stand_a_day(engine: Engine) -> None:
+    """A tip counts for a notice once it has stood a day: move every tip a day back."""
+    with engine.begin() as conn:
+        for tip_id, created_at in list(conn.execute(select(tips.c.id, tips.c.created_at))):
+            earlier = created_at - timedelta(days=1)
+            conn.execute(update(tips).where(tips.c.id == tip_id).values(created_at=earlier))
 
 
 class WorkerProcess:
@@ -94,6 +111,9 @@ def test_one_worker_is_active_and_a_standby_takes_over_when_it_is_killed(pg_url,
             eventually(lambda: "standby" in second.log, 15, "the standby")
 
             to_bob = world.mention(alice, "@flattr @bob €1")
+            eventually(polled(engine, 1), 10, "the tip to bob")
+            tips_stand_a_day(engine)
+            world.mention(alice, "@flattr @bob €0.50")  # a new tip: the worker plans now
             eventually(lambda: len(world.posted) == 1, 10, "the notice to bob")
             # Kill the active worker only once the relay has recorded the post: a kill
             # between X's answer and that commit leaves the row 'sending' until its lease
@@ -107,6 +127,9 @@ def test_one_worker_is_active_and_a_standby_takes_over_when_it_is_killed(pg_url,
             assert took < 6
 
             to_carol = world.mention(alice, "@flattr @carol €2")
+            eventually(polled(engine, 3), 10, "the tip to carol")
+            tips_stand_a_day(engine)
+            world.mention(alice, "@flattr @bob €0.50")
             eventually(lambda: len(world.posted) == 2, 10, "the notice to carol")
             time.sleep(1.5)  # more poll and notice rounds: nothing may be posted again
             assert second.stop(signal.SIGTERM) == 0

@@ -316,6 +316,30 @@ def test_a_supporter_nobody_funded_is_pointed_to_sign_up_once_a_month(
     assert_nothing_lost(ledger)
 
 
+def test_a_supporter_in_debt_after_a_card_refund_is_told_why_the_tip_was_refused(
+    engine, x, rsps, tl, ledger, clock
+):
+    from escrow import funding
+    from escrow.db import transaction
+
+    alice, bob = tl.user("alice"), tl.user("bob")
+    supporter = Identity.x(alice["id"], "alice")
+    ledger.deposit(supporter, Money.parse("5", "EUR"), "stripe:pi_1")
+    ledger.claim(Identity.x(bob["id"], "bob"))
+    ledger.tip(supporter, Identity.x(bob["id"]), Money.parse("5", "EUR"), "spent")
+    refund = funding.Reversal("refund", "re_1", "pi_1", None, 300, "eur")  # after it was spent
+    transaction(engine, lambda c: funding.take_back(c, ledger.policy, refund, clock()))
+    rsps.get(MENTIONS, json=tl.page([tl.mention(alice, "@flattr @bob €1")]))
+
+    result = poll(engine, x, clock)
+
+    assert result.outcomes == {"insufficient_funds": 1}
+    with engine.connect() as conn:
+        (reply,) = conn.execute(select(outbox)).all()
+    assert "you owe €3.00" in reply.text
+    assert ledger.check_ledger() == []
+
+
 def test_error_replies_to_one_supporter_are_capped_per_day(engine, x, rsps, tl, ledger, clock):
     alice = tl.user("alice")
     fund(ledger, alice, "1.00")

@@ -101,6 +101,7 @@ def test_a_supporter_on_one_instance_tips_a_creator_on_the_other(engine, clock, 
         assert get_state(conn, cursor_key("mastodon")) == "1"
         assert check_ledger(conn) == []
 
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     transaction(engine, lambda conn: plan_notices(conn, settings, clock()))
     sent = send_pending(engine, bot, clock())
     assert sent.sent == 1
@@ -186,6 +187,7 @@ def test_one_worker_serves_x_and_mastodon_and_both_creators_claim(engine, clock,
 
     jobs = Jobs(settings, engine, x, clock, threading.Event(), (bot,))
     jobs.poll()
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     jobs.notices()
 
     assert held(engine, bob.address) == 200

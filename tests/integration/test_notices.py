@@ -55,6 +55,8 @@ def test_a_creator_hears_at_the_first_hold_once_before_expiry_and_nothing_more(
 ):
     fund(ledger, x, "alice")
     first_tip = tip(engine, x, clock, "alice", "@flattr @bob €1")
+    assert plan(engine, clock).planned == 0  # not before the tip has stood a day
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
 
     assert plan(engine, clock).planned == 1
     assert send(engine, x, clock).sent == 1
@@ -64,7 +66,7 @@ def test_a_creator_hears_at_the_first_hold_once_before_expiry_and_nothing_more(
 
     tip(engine, x, clock, "alice", "@flattr @bob €2")
     assert plan(engine, clock).planned == 0  # more money in the same cycle: no new notice
-    clock.advance(days=75)  # the oldest hold expires on day 90: 15 days left
+    clock.advance(days=74)  # the oldest hold expires on day 90: 15 days left
     assert plan(engine, clock).planned == 0
     clock.advance(days=1, seconds=1)  # now within 14 days of the oldest expiry
     assert plan(engine, clock).planned == 1
@@ -80,12 +82,14 @@ def test_a_creator_hears_at_the_first_hold_once_before_expiry_and_nothing_more(
 def test_a_new_hold_after_everything_expired_starts_a_new_cycle(engine, x, ledger, clock):
     fund(ledger, x, "alice")
     tip(engine, x, clock, "alice", "@flattr @bob €1")
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     plan(engine, clock)
     clock.advance(days=91)
     expire_due(engine, Policy(), clock.now)
     assert plan(engine, clock).cycles_closed == 1
 
     later = tip(engine, x, clock, "alice", "@flattr @bob €4")
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
 
     result = plan(engine, clock)
     assert result.planned == 1 and result.cycles_opened == 1
@@ -105,6 +109,7 @@ def test_four_tips_from_three_supporters_make_one_aggregated_notice(engine, x, l
     ]:
         say(x, who, text)
     poll_once(engine, x, SETTINGS, clock=clock)
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
 
     assert plan(engine, clock).planned == 1
     (notice,) = notices(engine)
@@ -117,6 +122,7 @@ def test_every_notice_is_a_reply_under_a_tip_tweet(engine, x, ledger, clock):
     for creator in ("bob", "carol", "erin"):
         say(x, "alice", f"@flattr @{creator} €1")
     poll_once(engine, x, SETTINGS, clock=clock)
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     plan(engine, clock)
     send(engine, x, clock)
 
@@ -136,6 +142,7 @@ def test_a_hold_from_the_monthly_settlement_is_noticed_under_the_flattr_tweet(
     _, month_end = period_bounds(period_of(clock.now))
     clock.now = month_end + timedelta(minutes=15)
     settle(engine, Policy(), period_of(month_end - timedelta(days=1)), clock.now)
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
 
     result = plan(engine, clock)
     send(engine, x, clock)
@@ -156,6 +163,7 @@ def test_holds_without_a_tip_tweet_get_no_unsolicited_post(engine, x, ledger, cl
         Money(100),
         "share:1",
     )
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
 
     result = plan(engine, clock)
 
@@ -171,6 +179,7 @@ def test_the_daily_cap_defers_notices_to_the_next_day_and_drops_none(engine, x, 
     for creator in ("bob", "carol", "erin"):
         say(x, "alice", f"@flattr @{creator} €1")
     poll_once(engine, x, SETTINGS, clock=clock)
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
 
     first_day = plan(engine, clock, capped)
     assert (first_day.planned, first_day.deferred) == (2, 1)

@@ -69,6 +69,7 @@ def test_stop_from_the_creator_ends_notices_for_good(engine, x, ledger, clock):
 def test_a_notice_planned_before_the_opt_out_is_never_sent(engine, x, ledger, clock):
     fund(ledger, x, "alice")
     tip(engine, x, clock, "alice", "@flattr @bob €1")
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     plan(engine, clock)
     bob = account_id(ledger, x, "bob")
     transaction(engine, lambda conn: opt_out(conn, bob, clock.now))
@@ -82,6 +83,7 @@ def test_a_notice_planned_before_the_opt_out_is_never_sent(engine, x, ledger, cl
 def test_a_notice_for_a_creator_who_claimed_meanwhile_is_skipped(engine, x, ledger, clock):
     fund(ledger, x, "alice")
     tip(engine, x, clock, "alice", "@flattr @bob €1")
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     plan(engine, clock)
     ledger.claim(Identity.x(x.user_named("bob").user_id, "bob"))
 
@@ -156,6 +158,7 @@ def test_a_duplicate_403_after_a_crash_mid_send_means_the_notice_was_posted(
 ):
     fund(ledger, x, "alice")
     tip(engine, x, clock, "alice", "@flattr @bob €1")
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     plan(engine, clock)
     # A relay claimed the notice, posted it, and died before recording the tweet id.
     with engine.begin() as conn:
@@ -175,6 +178,7 @@ def test_a_duplicate_403_after_a_crash_mid_send_means_the_notice_was_posted(
 def test_a_duplicate_403_on_a_first_attempt_is_a_failure(engine, x, ledger, clock, rsps):
     fund(ledger, x, "alice")
     tip(engine, x, clock, "alice", "@flattr @bob €1")
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     plan(engine, clock)
     rsps.post(xp.tweets_url(), status=403, json=xp.duplicate_content())
 
@@ -189,6 +193,7 @@ def test_a_duplicate_403_on_a_first_attempt_is_a_failure(engine, x, ledger, cloc
 def test_a_notice_sent_through_the_real_client_records_its_tweet_id(engine, x, ledger, clock, rsps):
     fund(ledger, x, "alice")
     thread = tip(engine, x, clock, "alice", "@flattr @bob €1")
+    clock.advance(days=1)  # a tip counts for a notice once it has stood a day
     plan(engine, clock)
     rsps.post(xp.tweets_url(), status=201, json=xp.created_tweet("1770000000000000001", "hi"))
 

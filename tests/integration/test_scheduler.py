@@ -58,7 +58,32 @@ def x_with_a_tip(engine: Engine, creator: str = "bob") -> FakeXApi:
     x.add_user(creator)
     Ledger(engine, Policy()).deposit(Identity.x(alice.user_id, "alice"), Money(500), "ref-alice")
     x.add_mention("alice", f"@flattr @{creator} €1")
+    # Polled a day ago: a tip counts for a notice once it has stood a day.
+    poll_once(engine, x, SETTINGS, clock=lambda: utcnow() - timedelta(days=1))
     return x
+
+
+class LaterClock:
+    """The real clock, plus however many days the test has let pass."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> Any:
+        return utcnow() + self.offset
+
+    def a_day_passes(self) -> None:
+        self.offset += timedelta(days=1)
+
+
+def polled(engine: Engine, count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with engine.connect() as conn:
+            return (
+                int(conn.execute(select(func.count()).select_from(mentions)).scalar_one()) >= count
+            )
+
+    return check
 
 
 class Worker:
@@ -195,16 +220,21 @@ def test_a_worker_polls_posts_the_notice_and_stops_when_asked(engine):
 
 def test_a_standby_worker_takes_over_when_the_active_one_stops(engine, caplog):
     x = x_with_a_tip(engine)
+    clock = LaterClock()
     caplog.set_level(logging.INFO, logger="bot.scheduler")
-    first = Worker(engine, x)
+    first = Worker(engine, x, clock=clock)
     eventually(lambda: len(x.posted) == 1)
-    second = Worker(engine, x)
+    second = Worker(engine, x, clock=clock)
     eventually(lambda: "standby" in caplog.text)
 
     assert first.finish() == 0
     eventually(lambda: caplog.text.count("scheduler active") == 2)
     x.add_user("carol")
     x.add_mention("alice", "@flattr @carol €2")
+    eventually(polled(engine, 2))
+    clock.a_day_passes()  # carol's tip has stood a day; a new tip makes the worker plan now
+    x.add_user("dave")
+    x.add_mention("alice", "@flattr @dave €1")
     eventually(lambda: len(x.posted) == 2)
     assert second.finish() == 0
     assert len({text for text, _thread in x.posted}) == 2 and sent_notices(engine) == 2

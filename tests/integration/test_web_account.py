@@ -162,7 +162,7 @@ def test_a_creator_who_refused_can_accept_tips_again(site, engine):
 def test_a_creator_who_refused_is_told_so_at_sign_in(site):
     site.sign_in(CAROL.user_id, "carol")
     site.post("/me/refuse", confirm="yes")
-    site.client.get("/logout")
+    site.post("/logout")
 
     said = text_of(site.sign_in(CAROL.user_id, "carol").get_data(as_text=True))
 

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select
 
+from bot.web import oauth
 from escrow.audit import check_ledger
 from escrow.ledger import Identity
 from escrow.schema import accounts, oauth_states, tips
@@ -137,12 +138,15 @@ def test_sign_in_asks_x_for_a_pkce_s256_code_with_the_configured_client(site, en
     assert asked["scope"] == "users.read tweet.read"
     assert asked["code_challenge_method"] == "S256"
     assert len(asked["code_challenge"]) == 43
-    with engine.connect() as conn:
-        stored = conn.execute(select(oauth_states)).one()
-    # Only a hash of the state is stored; the verifier never leaves the server.
-    assert asked["state"] not in stored.state_hash
-    assert stored.code_verifier not in location
-    assert stored.code_verifier not in str(site.session())
+    with engine.connect() as conn:  # nothing is stored until the browser comes back
+        assert conn.execute(select(oauth_states)).all() == []
+    # The browser's session keeps only a hash of the state; the verifier never leaves the
+    # server (it is derived from the state under the secret key).
+    verifier = oauth.code_verifier(site.app.config["SECRET_KEY"], asked["state"])
+    assert asked["code_challenge"] == oauth.pkce_challenge(verifier)
+    assert asked["state"] not in str(site.session())
+    assert verifier not in location
+    assert verifier not in str(site.session())
 
 
 def test_the_code_is_exchanged_as_a_confidential_client_and_users_me_gets_the_token(site):

@@ -75,7 +75,7 @@ def test_a_state_is_good_for_one_sign_in_only(site, engine):
     cookie_before = site.client.get_cookie("tipjar_session").value
     site.client.get(callback)
     before = money_state(engine)
-    site.client.get("/logout")
+    site.post("/logout")
 
     # Even replayed with the very cookie that started it, the state is spent.
     site.client.set_cookie("tipjar_session", cookie_before, domain="localhost")

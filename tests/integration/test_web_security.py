@@ -81,7 +81,7 @@ def test_signing_out_ends_the_session(site):
     site.sign_in(CAROL.user_id, "carol")
     assert site.client.get("/me").status_code == 200
 
-    site.client.get("/logout")
+    site.post("/logout")
 
     assert site.client.get("/me").status_code == 303
     assert "account_id" not in site.session()
@@ -115,7 +115,13 @@ def test_the_access_token_is_kept_nowhere(site, engine, caplog):
     assert token not in page.get_data(as_text=True) + me.get_data(as_text=True)
     assert token not in caplog.text
     assert CLIENT_SECRET not in caplog.text and SECRET_KEY not in caplog.text
-    assert set(site.session()) <= {"account_id", "csrf", "_permanent", "_flashes"}
+    assert set(site.session()) <= {
+        "account_id",
+        "session_version",
+        "csrf",
+        "_permanent",
+        "_flashes",
+    }
 
 
 def test_handles_are_shown_escaped(site):

@@ -37,7 +37,9 @@ from bot.platforms.x.api import (
 )
 from tests.support.x_payloads import mentioned_usernames, snowflake
 
-PORT_METHODS = frozenset({"mentions", "lookup_users", "get_user", "me", "reply", "send_dm"})
+PORT_METHODS = frozenset(
+    {"mentions", "lookup_users", "lookup_users_by_id", "get_user", "me", "reply", "send_dm"}
+)
 REACHABLE_MENTIONS = 800  # X serves only the newest 800 mentions of a user
 
 
@@ -219,6 +221,10 @@ class FakeXApi:
             if user is not None:
                 found[user.handle.casefold()] = user
         return found
+
+    def lookup_users_by_id(self, user_ids: Sequence[str]) -> dict[str, PlatformUser]:
+        self._enter("lookup_users_by_id", tuple(user_ids))
+        return {u: self.users[u] for u in user_ids if u in self.users}
 
     def get_user(self, user_id: str) -> PlatformUser | None:
         self._enter("get_user", user_id)

@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 ESCROW = Path(__file__).resolve().parents[2] / "escrow"
-FORBIDDEN = {"bot", "tweepy", "flask", "apscheduler", "requests", "werkzeug"}
+FORBIDDEN = {"bot", "tweepy", "flask", "apscheduler", "requests", "werkzeug", "stripe", "mastodon"}
+BOT = ESCROW.parent / "bot"
+PAYMENTS = BOT / "payments"
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -27,6 +29,15 @@ def test_escrow_imports_nothing_from_bot_tweepy_flask_or_apscheduler():
         if _imported_roots(p) & FORBIDDEN
     }
     assert offenders == {}
+
+
+def test_only_the_payments_package_imports_stripe():
+    offenders = [
+        str(p.relative_to(BOT.parent))
+        for p in BOT.rglob("*.py")
+        if "stripe" in _imported_roots(p) and PAYMENTS not in p.parents
+    ]
+    assert offenders == []
 
 
 def test_the_check_itself_sees_imports(tmp_path):

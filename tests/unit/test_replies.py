@@ -99,6 +99,14 @@ def test_a_tip_to_several_recipients_states_what_the_whole_tweet_needed() -> Non
     )
 
 
+def test_a_supporter_in_debt_is_told_why_tips_are_paused() -> None:
+    owed = ReplyContext("alice", available=Money(0, "EUR"), owed=Money(400, "EUR"))
+    assert reply_for(Outcome.insufficient_funds, owed) == (
+        "@alice your tips are paused: a card payment was refunded or disputed and you owe"
+        " €4.00. The next money you add pays it first. Nothing was sent."
+    )
+
+
 def test_a_supporter_without_funds_gets_the_sign_up_link_last() -> None:
     text = reply_for(Outcome.unknown_supporter, FULL)
     assert text is not None and text.endswith(" https://tipjar.example/signup")

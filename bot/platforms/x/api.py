@@ -75,6 +75,7 @@ DEFAULT_BASE_URL = "https://api.twitter.com"
 ENDPOINT_MENTIONS = "GET /2/users/:id/mentions"
 ENDPOINT_SEARCH_RECENT = "GET /2/tweets/search/recent"
 ENDPOINT_USERS_BY = "GET /2/users/by"
+ENDPOINT_USERS = "GET /2/users"
 ENDPOINT_USER = "GET /2/users/:id"
 ENDPOINT_ME = "GET /2/users/me"
 ENDPOINT_CREATE_TWEET = "POST /2/tweets"
@@ -639,6 +640,28 @@ class TweepyXApi:
             )
             users = self._read(ENDPOINT_USERS_BY, _users_of, body)
             found.update((user.handle.casefold(), user) for user in users)
+        return found
+
+    def lookup_users_by_id(self, user_ids: Sequence[str]) -> dict[str, PlatformUser]:
+        """The accounts as X knows them now, by id (`GET /2/users?ids=`, 100 a call).
+
+        An id X no longer knows (deactivated, suspended) is absent from the answer.
+        """
+        ids = list(dict.fromkeys(u for u in user_ids if u.isdigit() and len(u) <= 19))
+        found: dict[str, PlatformUser] = {}
+        for start in range(0, len(ids), MAX_USERNAMES_PER_LOOKUP):
+            batch = ids[start : start + MAX_USERNAMES_PER_LOOKUP]
+            body = self._call(
+                ENDPOINT_USERS,
+                functools.partial(
+                    self._client.get_users,
+                    ids=batch,
+                    user_fields=list(USER_FIELDS),
+                    user_auth=False,
+                ),
+            )
+            users = self._read(ENDPOINT_USERS, _users_of, body)
+            found.update((user.user_id, user) for user in users)
         return found
 
     def get_user(self, user_id: str) -> PlatformUser | None:

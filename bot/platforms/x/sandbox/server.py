@@ -552,6 +552,7 @@ class _ApiRoutes(_Gate):
             "/2/tweets/search/recent", "search_recent", self.search_recent, methods=["GET"]
         )
         app.add_url_rule("/2/users/by", "users_by", self.users_by, methods=["GET"])
+        app.add_url_rule("/2/users", "users_by_ids", self.users_by_ids, methods=["GET"])
         app.add_url_rule(
             "/2/users/by/username/<username>",
             "user_by_username",
@@ -757,6 +758,46 @@ class _ApiRoutes(_Gate):
             body: dict[str, object] = {}
             if found:
                 body["data"] = [user_json(u, user_fields) for u in found.values()]
+        if errors:
+            body["errors"] = errors
+        return _json(body)
+
+    def users_by_ids(self) -> Response:
+        admitted = self.admit("GET /2/users", READ_SCOPES)
+        if isinstance(admitted, Response):
+            return admitted
+        params = _Params(request.args, USER_PARAMS | {"ids"})
+        raw = request.args.get("ids", "")
+        ids = raw.split(",") if raw else []
+        if not ids or len(ids) > 100:
+            params.problems.append(
+                (
+                    "ids",
+                    raw,
+                    f"The number of values in the `ids` query parameter list [{len(ids)}]"
+                    " is not between 1 and 100",
+                )
+            )
+        for user_id in ids:
+            params._is_id("ids", user_id)
+        user_fields = params.choices("user.fields", USER_FIELDS)
+        params.choices("expansions", USER_EXPANSIONS)
+        params.choices("tweet.fields", TWEET_FIELDS)
+        if params.problems:
+            return _invalid_request(params.problems)
+        errors = []
+        body: dict[str, object] = {}
+        with self.world.lock:
+            found = []
+            for user_id in dict.fromkeys(ids):
+                user = self.world.user_by_id(user_id)
+                if user is None:
+                    detail = f"Could not find user with ids: [{user_id}]."
+                    errors.append(_not_found("ids", user_id, "user", detail))
+                else:
+                    found.append(user)
+            if found:
+                body["data"] = [user_json(u, user_fields) for u in found]
         if errors:
             body["errors"] = errors
         return _json(body)
@@ -1096,6 +1137,7 @@ _ENDPOINT_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("GET /2/users/:id/mentions", re.compile(r"^/2/users/[^/]+/mentions$")),
     ("GET /2/tweets/search/recent", re.compile(r"^/2/tweets/search/recent$")),
     ("GET /2/users/by", re.compile(r"^/2/users/by$")),
+    ("GET /2/users", re.compile(r"^/2/users$")),
     ("GET /2/users/by/username/:username", re.compile(r"^/2/users/by/username/[^/]+$")),
     ("GET /2/users/me", re.compile(r"^/2/users/me$")),
     ("GET /2/users/:id", re.compile(r"^/2/users/[^/]+$")),

@@ -57,6 +57,7 @@ RATE_LIMITS: dict[str, tuple[int | None, int]] = {
     "GET /2/users/:id/mentions": (450, 300),
     "GET /2/tweets/search/recent": (450, 300),
     "GET /2/users/by": (300, 900),
+    "GET /2/users": (300, 900),
     "GET /2/users/by/username/:username": (300, 900),
     "GET /2/users/:id": (300, 900),
     "GET /2/users/me": (None, 75),

@@ -1,7 +1,7 @@
 """audit runs: the ledger's self-checks and the maintainer's audits, recorded
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-30
 
 The worker checks the ledger daily and around every settlement; a failed check stops
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from escrow.schema import UTCDateTime
 
 
-revision = '0007'
-down_revision = '0006'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
