@@ -198,12 +198,14 @@ def replies_planned_today(conn: Connection, now: datetime) -> int:
 
 def enqueue(conn: Connection, now: datetime, **row: Any) -> bool:
     """Add a post to the outbox, due now, once per `dedupe_key`; True if it is new."""
-    result = conn.execute(
+    # RETURNING, not rowcount: SQLAlchemy reports -1 for an INSERT on PostgreSQL.
+    added = conn.execute(
         dialect_insert(conn, outbox)
         .values(**row, state="pending", attempts=0, next_attempt_at=now, created_at=now)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(outbox.c.id)
     )
-    return bool(result.rowcount)
+    return added.first() is not None
 
 
 # --------------------------------------------------------------------------- the relay

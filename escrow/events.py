@@ -46,8 +46,13 @@ def handles(endpoint: str, *types: str) -> Callable[[Handler], Handler]:
 
 
 def _insert_ignore(conn: Connection, row: dict[str, Any]) -> bool:
-    """Insert the event row unless its id is taken; True if this call inserted it."""
-    return bool(conn.execute(insert_ignore(conn, stripe_events, "id").values(**row)).rowcount)
+    """Insert the event row unless its id is taken; True if this call inserted it.
+
+    Asked through RETURNING: SQLAlchemy reports no rowcount (-1) for an INSERT on
+    PostgreSQL, which would take every redelivery for a first delivery.
+    """
+    stmt = insert_ignore(conn, stripe_events, "id").values(**row).returning(stripe_events.c.id)
+    return conn.execute(stmt).first() is not None
 
 
 def _apply(conn: Connection, policy: Policy, handler: Handler, event: Event, now: datetime) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import stripe
 from sqlalchemy import Connection, Engine, func, select
 
+from bot.metrics import observe_webhook
 from escrow import events, funding
 from escrow.db import transaction
 from escrow.ledger import Clock, Policy
@@ -71,6 +72,7 @@ def receive_webhook(
         event = verify(body, header, secret)
     except ValueError as e:
         log.info("webhook refused: %s", e)
+        observe_webhook("unverified", "refused")
         return WebhookAnswer(400, "signature verification failed")
     received = transaction(
         engine, lambda conn: events.receive(conn, policy, event, endpoint, clock())
@@ -81,7 +83,18 @@ def receive_webhook(
         received.event_id,
         received.result,
     )
+    observe_webhook(received.event_type, _outcome(received))
     return WebhookAnswer(200, received.result)
+
+
+def _outcome(received: events.Received) -> str:
+    """A bounded label for the metrics: the recorded result is free text."""
+    if received.duplicate:
+        return "duplicate"
+    for outcome in ("ignored", "problem"):
+        if received.result.startswith(outcome):
+            return outcome
+    return "applied"
 
 
 # --- reading Stripe's objects -------------------------------------------------------------

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 import requests
 import responses
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 
 from bot.config import Settings, load_settings
@@ -159,6 +160,7 @@ def test_paying_in_the_sandbox_credits_the_top_up_once_even_when_redelivered(
     engine: Engine, wired: StripeSandbox, clock: Clock
 ) -> None:
     session_id = topup(engine, wired, clock, 1000)
+    seen = webhooks_counted("checkout.session.completed")
     wired.pay(session_id)
     assert [d.status for d in wired.deliveries] == [200]
     assert available(engine) == 1000
@@ -166,12 +168,27 @@ def test_paying_in_the_sandbox_credits_the_top_up_once_even_when_redelivered(
     for _ in range(3):
         assert wired.send(event) == 200
     assert available(engine) == 1000
+    assert webhooks_counted("checkout.session.completed") == {
+        "applied": seen["applied"] + 1,
+        "duplicate": seen["duplicate"] + 3,
+    }
     assert count(engine, stripe_events) == 1
     with engine.connect() as conn:
         row = conn.execute(select(topups)).one()
     intent = wired.objects[session_id]["payment_intent"]
     assert (row.state, row.deposit_reference) == ("paid", f"stripe:{intent}")
     audit_clean(engine)
+
+
+def webhooks_counted(event_type: str) -> dict[str, float]:
+    """The metrics' count of webhook events of `event_type`, by result."""
+    return {
+        result: REGISTRY.get_sample_value(
+            "tipjar_webhook_events_total", {"type": event_type, "result": result}
+        )
+        or 0.0
+        for result in ("applied", "duplicate")
+    }
 
 
 @pytest.mark.parametrize("how", ["forged", "missing", "stale", "other-secret"])
