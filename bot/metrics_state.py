@@ -186,6 +186,14 @@ def _feature_metrics(status: Status) -> list[Metric]:
         out += _by_state(
             "tipjar_payouts", "Payouts by state.", payouts["by_state"], status.currency
         )
+        failing = _gauge(
+            "tipjar_payouts_failing",
+            "Payouts refused by the provider in the last 7 days, or failing and retried.",
+            ["reason"],
+        )
+        failing.add_metric(["refused"], payouts["refused_7d"])
+        failing.add_metric(["retrying"], payouts["retrying"])
+        out.append(failing)
     return out
 
 

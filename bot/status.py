@@ -19,18 +19,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.config import Settings
 from bot.metrics import observe_poll
+from bot.state import put_state
 from escrow import selfcheck
 from escrow.db import transaction
 from escrow.schema import accounts, metadata, outbox, state, tips
 
 STALE_POLL = timedelta(minutes=10)  # as the alert: no successful poll for 10 minutes
+MISSED_SHOWN = timedelta(days=7)  # a missed window needs a maintainer for a week
+PAYOUT_FAILURES_SHOWN = timedelta(days=7)
 EXPIRY_SOON = timedelta(days=7)
 EXPIRY_URGENT = timedelta(hours=24)
 NEXT_EXPIRIES = 5
+
+
+def missed_key(platform: str) -> str:
+    """The `state` key holding when a poll last found mentions it could never read."""
+    return f"{platform}.mentions.missed_at"
 
 
 def poll_key(platform: str) -> str:
@@ -92,12 +99,19 @@ def platforms_section(
     conn: Connection, settings: Settings, now: datetime, status: Status
 ) -> list[dict[str, Any]]:
     names = platforms_of(settings)
-    values = _states(conn, [k for p in names for k in (poll_key(p), resume_key(p))])
+    keys = [k for p in names for k in (poll_key(p), resume_key(p), missed_key(p))]
+    values = _states(conn, keys)
     stale_after = max(STALE_POLL, 3 * settings.poll_interval)
     out = []
     for platform in names:
         polled = _time(values.get(poll_key(platform)))
         resume = _time(values.get(resume_key(platform)))
+        missed = _time(values.get(missed_key(platform)))
+        if missed is not None and now - missed <= MISSED_SHOWN:
+            status.attention.append(
+                f"{platform}: mentions were missed at {missed:%Y-%m-%d %H:%M} UTC"
+                " (an outage longer than the platform lets tipjar read back)"
+            )
         age = None if polled is None else max(0.0, (now - polled).total_seconds())
         stale = age is None or age > stale_after.total_seconds()
         if stale:
@@ -113,6 +127,7 @@ def platforms_section(
                 "last_poll_age_seconds": None if age is None else int(age),
                 "stale": stale,
                 "rate_limited_until": resume if resume is not None and resume > now else None,
+                "missed_window_at": missed,
             }
         )
     return out
@@ -279,10 +294,22 @@ def payouts_section(
     if payouts is None:
         return None
     by_state = _by_state(conn, payouts)
-    failed = by_state.get("failed", {}).get("count", 0)
-    if failed:
-        status.attention.append(f"payouts: {failed} payout(s) failed")
-    return {"by_state": by_state}
+    # Refused by the provider (voided with its error) this week, or still retrying.
+    refused, retrying = conn.execute(
+        select(
+            func.count().filter(
+                payouts.c.state == "voided",
+                payouts.c.last_error.is_not(None),
+                payouts.c.resolved_at >= now - PAYOUT_FAILURES_SHOWN,
+            ),
+            func.count().filter(payouts.c.state == "pending", payouts.c.last_error.is_not(None)),
+        )
+    ).one()
+    if refused:
+        status.attention.append(f"payouts: {refused} payout(s) refused in the last 7 days")
+    if retrying:
+        status.attention.append(f"payouts: {retrying} payout(s) failing and being retried")
+    return {"by_state": by_state, "refused_7d": int(refused), "retrying": int(retrying)}
 
 
 def caps_section(
@@ -350,6 +377,7 @@ __all__ = [
     "SECTIONS",
     "Status",
     "collect",
+    "missed_key",
     "platforms_of",
     "poll_key",
     "resume_key",
@@ -367,17 +395,15 @@ def record_poll(
     now: datetime,
     missed_window: int = 0,
 ) -> None:
-    """Count a poll in the metrics and, when it succeeded, remember when (`poll_key`)."""
+    """Count a poll in the metrics and, when it succeeded, remember when (`poll_key`); a
+    poll that could not read every mention is remembered too (`missed_key`)."""
     observe_poll(platform, mentions_seen, outcomes.items(), missed_window)
-    if ok:
-        transaction(engine, lambda conn: _put_time(conn, poll_key(platform), now))
 
+    def remember(conn: Connection) -> None:
+        if ok:
+            put_state(conn, poll_key(platform), now.isoformat(), now)
+        if missed_window:
+            put_state(conn, missed_key(platform), now.isoformat(), now)
 
-def _put_time(conn: Connection, key: str, now: datetime) -> None:
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(state)
-    value = now.isoformat()
-    conn.execute(
-        insert.values(key=key, value=value, updated_at=now).on_conflict_do_update(
-            index_elements=["key"], set_={"value": value, "updated_at": now}
-        )
-    )
+    if ok or missed_window:
+        transaction(engine, remember)

@@ -33,8 +33,8 @@ def _platform_lines(status: Status) -> list[str]:
             if p["rate_limited_until"]
             else "not rate limited"
         )
-        missed = p.get("missed_window")
-        extra = f", {missed} missed the window" if missed is not None else ""
+        missed = p.get("missed_window_at")
+        extra = f", mentions missed at {when(missed)}" if missed is not None else ""
         lines.append(
             f"  {p['platform']:<9} last poll {when(p['last_poll_at'])}"
             f" ({_age(p['last_poll_age_seconds'])}), {limit}{extra}"

@@ -60,6 +60,8 @@ def test_the_rules_cover_what_the_issue_asks_for():
         "tipjar_outbox_rows",  # outbox failures
         "tipjar_audit_problems",  # audit problems
         "tipjar_escrow_expiring_unnoticed_holds",  # holds expiring in 24h, no notice
+        "tipjar_payouts_failing",  # a failed payout
+        "tipjar_platform_spend_cap_micros",  # spend cap reached
     ):
         assert metric in text, metric
     assert "> 600" in text

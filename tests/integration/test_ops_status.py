@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, insert
 
 from bot.cli import main
+from bot.config import Settings
+from bot.costs import record_post
 from bot.status import record_poll
 from escrow import selfcheck
 from escrow.db import transaction
@@ -116,3 +118,39 @@ def test_a_bot_that_never_polled_needs_a_maintainer(db_url):
 
     assert result.exit_code == 1
     assert json.loads(result.stdout)["attention"] == ["x: no successful poll yet"]
+
+
+def test_mentions_missed_by_a_long_outage_need_a_maintainer_for_a_week(
+    engine, db_url, healthy, now
+):
+    record_poll(engine, "x", 900, {}, ok=True, now=now - timedelta(minutes=1), missed_window=1)
+
+    result = status(db_url, "--json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["platforms"][0]["missed_window_at"] is not None
+    assert any("x: mentions were missed at" in r for r in report["attention"])
+    assert "mentions missed at" in status(db_url).stdout
+
+    record_poll(engine, "x", 3, {}, ok=True, now=now)  # a later clean poll does not hide it
+    assert json.loads(status(db_url, "--json").stdout)["ok"] is False
+
+
+def test_todays_posts_and_spend_against_the_cap(engine, db_url, healthy, now):
+    def post(conn: Connection) -> None:
+        for _ in range(2):
+            record_post(conn, Settings(), "@bob thanks", now)
+        for _ in range(26):
+            record_post(conn, Settings(), "@bob €2 waits: https://tipjar.example/claim", now)
+
+    transaction(engine, post)
+
+    result = status(db_url, "--json")
+
+    report = json.loads(result.stdout)
+    [x] = report["caps"]
+    assert (x["posts"], x["posts_with_link"], x["spend_usd_micros"]) == (2, 26, 5_230_000)
+    assert x["spend_cap_usd_micros"] == 5_000_000 and x["cap_reached"] is True
+    assert result.exit_code == 1
+    assert any("daily spend cap is reached" in r for r in report["attention"])
