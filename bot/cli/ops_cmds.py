@@ -9,7 +9,6 @@ import click
 from bot.cli.context import Context
 from bot.cli.output import EXIT_PROBLEM, emit_json, money, when
 from bot.status import Status, collect
-from escrow.ledger import utcnow
 
 pass_ctx = click.make_pass_decorator(Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -145,7 +144,7 @@ def status_cmd(ctx: Context, as_json: bool) -> None:
       tipjar status --json
     """
     with ctx.engine.connect() as conn:
-        status = collect(conn, ctx.settings, utcnow())
+        status = collect(conn, ctx.settings, ctx.ledger.clock())
     if as_json:
         emit_json(status.to_json())
     else:
