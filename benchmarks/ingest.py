@@ -82,7 +82,9 @@ class FakeMentions:
         size = int(q.get("max_results", ["100"])[0])
         # The mentions newer than the cursor: X reaches only the 800 newest of them, but a
         # backlog drains oldest first here so every run advances (as a live bot's does).
-        window = list(range(since + 1, min(self.count, since + 801)))
+        # 799 a poll, not 800: a full window is how the listener knows mentions may lie
+        # beyond it, and this backlog is meant to be read, not backfilled through search.
+        window = list(range(since + 1, min(self.count, since + 800)))
         window.reverse()
         offset = int(q.get("pagination_token", ["0"])[0])
         page = window[offset : offset + size]
