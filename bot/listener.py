@@ -78,7 +78,7 @@ from bot.platforms import (
 )
 from bot.replies import ReplyContext, reply_for
 from bot.state import get_state, get_time, lock_state, put_state
-from escrow.db import bulk_insert, transaction
+from escrow.db import bulk_insert, one_of, transaction
 from escrow.decide import TipRequest, TipResult
 from escrow.flattrs import record_flattrs
 from escrow.ledger import (
@@ -403,7 +403,7 @@ def _process_chunk(conn: Connection, ctx: _Context, chunk: list[Mention], now: d
     originals = {m.original_id for m in chunk}
     done = set(
         conn.execute(
-            select(mentions.c.tweet_id).where(mentions.c.tweet_id.in_(originals))
+            select(mentions.c.tweet_id).where(one_of(conn, mentions.c.tweet_id, sorted(originals)))
         ).scalars()
     )
     decided: list[tuple[Mention, _Decided | _Pending]] = []
@@ -474,7 +474,7 @@ def _already_done(engine: Engine, ids: list[str]) -> set[str]:
             batch = ids[start : start + 500]
             found.update(
                 conn.execute(
-                    select(mentions.c.tweet_id).where(mentions.c.tweet_id.in_(batch))
+                    select(mentions.c.tweet_id).where(one_of(conn, mentions.c.tweet_id, batch))
                 ).scalars()
             )
     return found

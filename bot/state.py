@@ -31,9 +31,14 @@ def lock_state(conn: Connection, key: str, now: datetime, default: str = "") -> 
     Serializes the writers of one piece of state on PostgreSQL (SQLite's BEGIN IMMEDIATE
     already does), so two pollers or planners never work on the same thing at once.
     """
-    conn.execute(insert_ignore(conn, state, "key").values(key=key, value=default, updated_at=now))
     locked = for_update(select(state.c.value).where(state.c.key == key))
-    return str(conn.execute(locked).scalar_one())
+    value = conn.execute(locked).scalar_one_or_none()
+    if value is None:  # first use: create it (or find a racer's row), then lock it
+        conn.execute(
+            insert_ignore(conn, state, "key").values(key=key, value=default, updated_at=now)
+        )
+        value = conn.execute(locked).scalar_one()
+    return str(value)
 
 
 def get_time(conn: Connection, key: str) -> datetime | None:

@@ -16,7 +16,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     any_,
+    bindparam,
     cast,
     create_engine,
     event,
@@ -222,20 +223,43 @@ def allocate_ids(conn: Connection, table: Any, count: int) -> list[int]:
     transaction holds its one write lock (BEGIN IMMEDIATE), so max(id) + 1 onwards are
     free until this transaction inserts them; allocate once per table per batch.
     """
-    if count <= 0:
-        return []
+    return allocate_ids_of(conn, {table: count})[table.name]
+
+
+def allocate_ids_of(conn: Connection, counts: Mapping[Any, int]) -> dict[str, list[int]]:
+    """`allocate_ids` for several tables in one statement: table name -> its new ids."""
+    wanted = {table.name: (table, count) for table, count in counts.items() if count > 0}
+    reserved: dict[str, list[int]] = {table.name: [] for table in counts}
+    if not wanted:
+        return reserved
+    names = sorted(wanted)
     if is_postgres(conn):
-        return [
-            int(i)
-            for i in conn.execute(
-                text(
-                    "SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"
-                ),
-                {"t": table.name, "n": count},
-            ).scalars()
-        ]
-    base = int(conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one())
-    return list(range(base + 1, base + count + 1))
+        # Only the branch numbers are spelled into the SQL; table names and counts are bound.
+        query = " UNION ALL ".join(
+            f"SELECT {i} AS t, nextval(pg_get_serial_sequence(:t{i}, 'id')) AS id"  # noqa: S608
+            f" FROM generate_series(1, :n{i})"
+            for i in range(len(names))
+        )
+        params: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            params |= {f"t{i}": name, f"n{i}": wanted[name][1]}
+        for t, new_id in conn.execute(text(query), params):
+            reserved[names[t]].append(int(new_id))
+        for ids in reserved.values():
+            ids.sort()
+        return reserved
+    tops = conn.execute(
+        select(
+            *(
+                select(func.coalesce(func.max(wanted[name][0].c.id), 0)).scalar_subquery()
+                for name in names
+            )
+        )
+    ).one()
+    for name, top in zip(names, tops, strict=True):
+        count = wanted[name][1]
+        reserved[name] = list(range(int(top) + 1, int(top) + count + 1))
+    return reserved
 
 
 def insert_returning_ids(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -263,16 +287,73 @@ def insert_returning_ids(conn: Connection, table: Any, rows: Sequence[dict[str, 
     return list(range(base + 1, last + 1))
 
 
+def bulk_add(
+    conn: Connection,
+    table: Any,
+    columns: Sequence[str],
+    deltas: Sequence[tuple[int, Sequence[int]]],
+) -> None:
+    """Add integers to `columns` of many rows of `table`, by id: (id, one delta a column).
+
+    PostgreSQL: one UPDATE joined to one array a column, instead of one UPDATE a row (or a
+    VALUES list whose placeholders cost more to send than to run). SQLite: the driver's own
+    executemany, as plain integers need none of SQLAlchemy's per-row work.
+    """
+    if not deltas:
+        return
+    name = table.name
+    if is_sqlite(conn):
+        sets = ", ".join(f"{c} = {c} + ?" for c in columns)
+        conn.exec_driver_sql(
+            f"UPDATE {name} SET {sets} WHERE id = ?",  # noqa: S608 - our own names
+            [(*d, row_id) for row_id, d in deltas],
+        )
+        return
+    if len(deltas) < 8:
+        conn.execute(
+            table.update()
+            .where(table.c.id == bindparam("row_id"))
+            .values({c: table.c[c] + bindparam(f"d{i}") for i, c in enumerate(columns)}),
+            [{"row_id": row_id, **{f"d{i}": v for i, v in enumerate(d)}} for row_id, d in deltas],
+        )
+        return
+    sets = ", ".join(f"{c} = {name}.{c} + v.d{i}" for i, c in enumerate(columns))
+    arrays = ", ".join(
+        ["CAST(:ids AS BIGINT[])", *(f"CAST(:d{i} AS BIGINT[])" for i in range(len(columns)))]
+    )
+    names = ", ".join(["id", *(f"d{i}" for i in range(len(columns)))])
+    params: dict[str, Any] = {"ids": [row_id for row_id, _ in deltas]}
+    params |= {f"d{i}": [d[i] for _, d in deltas] for i in range(len(columns))}
+    conn.execute(
+        text(
+            f"UPDATE {name} SET {sets} FROM unnest({arrays}) AS v({names})"  # noqa: S608
+            f" WHERE {name}.id = v.id"
+        ),
+        params,
+    )
+
+
 def bulk_insert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert many rows fast: COPY on PostgreSQL, executemany elsewhere. Same transaction."""
+    """Insert many rows fast, in the caller's transaction: COPY on PostgreSQL, the driver's
+    executemany on SQLite. Every row names the same columns, all of them with a value (no
+    Python-side defaults apply), and each value goes through its column type's own bind
+    processor, as SQLAlchemy would send it, without SQLAlchemy's per-row bookkeeping."""
     if not rows:
         return
-    if not is_postgres(conn) or len(rows) < 64:
+    columns = list(rows[0])
+    names = ", ".join(columns)
+    if is_sqlite(conn):
+        steps = [(c, table.c[c].type.bind_processor(conn.dialect)) for c in columns]
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table.name} ({names}) VALUES ({marks})",  # noqa: S608 - our own names
+            [tuple(p(row[c]) if p else row[c] for c, p in steps) for row in rows],
+        )
+        return
+    if len(rows) < 64:
         conn.execute(table.insert(), list(rows))
         return
-    columns = list(rows[0])
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    names = ", ".join(columns)
     with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[c] for c in columns])

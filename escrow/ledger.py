@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,7 +33,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     union_all,
     update,
 )
@@ -41,11 +40,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
 from escrow.db import (
+    bulk_add,
     bulk_insert,
     dialect_insert,
     for_no_key_update,
     insert_returning_ids,
-    is_postgres,
     one_of,
 )
 from escrow.money import MAX_MINOR, Money, MoneyError, percent_floor_of
@@ -182,10 +181,29 @@ def ensure_account(conn: Connection, who: Identity, now: datetime) -> int:
     return int(row.id)
 
 
+def existing_accounts(conn: Connection, people: Iterable[Identity]) -> dict[tuple[str, str], Any]:
+    """The accounts of `people` that exist, by (platform, user_id): id and handle only."""
+    keys = list({(w.platform, w.user_id) for w in people})
+    if not keys:
+        return {}
+    query = select(
+        accounts.c.id, accounts.c.platform, accounts.c.platform_user_id, accounts.c.handle
+    ).where(_identity_in(conn, keys))
+    return {(r.platform, r.platform_user_id): r for r in conn.execute(query)}
+
+
 def ensure_accounts(
-    conn: Connection, people: Iterable[Identity], now: datetime
+    conn: Connection,
+    people: Iterable[Identity],
+    now: datetime,
+    *,
+    known: Mapping[tuple[str, str], Any] | None = None,
 ) -> dict[tuple[str, str], int]:
-    """`ensure_account` for many people in a few statements: (platform, user_id) -> id."""
+    """`ensure_account` for many people in a few statements: (platform, user_id) -> id.
+
+    `known` is an `existing_accounts` answer the caller already has for (at least) these
+    people, read in this transaction: it saves looking them up again.
+    """
     wanted: dict[tuple[str, str], Identity] = {}
     for who in people:
         key = (who.platform, who.user_id)
@@ -194,14 +212,9 @@ def ensure_accounts(
     if not wanted:
         return {}
 
-    def existing() -> dict[tuple[str, str], Any]:
-        query = select(
-            accounts.c.id, accounts.c.platform, accounts.c.platform_user_id, accounts.c.handle
-        ).where(_identity_in(conn, list(wanted)))
-        return {(r.platform, r.platform_user_id): r for r in conn.execute(query)}
-
-    # Most people were seen before: look first, insert only who is new.
-    found = existing()
+    # Most people were seen before: look first (or take the caller's look), insert only who
+    # is new.
+    found = dict(known) if known is not None else existing_accounts(conn, wanted.values())
     missing = [w for k, w in wanted.items() if k not in found]
     if missing:
         rows = [
@@ -223,7 +236,7 @@ def ensure_accounts(
             ),
             rows,
         )
-        found = existing()
+        found.update(existing_accounts(conn, missing))
     stale = [
         {"aid": found[k].id, "h": w.handle, "hk": w.handle.casefold(), "now": now}
         for k, w in wanted.items()
@@ -236,7 +249,7 @@ def ensure_accounts(
             .values(handle=bindparam("h"), handle_key=bindparam("hk"), updated_at=bindparam("now")),
             stale,
         )
-    return {k: int(r.id) for k, r in found.items()}
+    return {k: int(found[k].id) for k in wanted}
 
 
 def _identity_in(conn: Connection, keys: Sequence[tuple[str, str]]) -> Any:
@@ -288,7 +301,21 @@ def find_by_handle(conn: Connection, handle: str, platform: str = "x") -> Row[An
 
 
 def system_account(conn: Connection, name: str) -> int:
-    """The id of a system account (`funding`, `payouts`, `fees`), created on first use."""
+    """The id of a system account (`funding`, `payouts`, `fees`), created on first use.
+
+    Looked up first: after the first use, one SELECT and no write.
+    """
+
+    def look() -> int | None:
+        return conn.execute(
+            select(accounts.c.id).where(
+                accounts.c.platform == SYSTEM, accounts.c.platform_user_id == name
+            )
+        ).scalar_one_or_none()
+
+    found = look()
+    if found is not None:
+        return int(found)
     stmt = (
         dialect_insert(conn, accounts)
         .values(
@@ -305,13 +332,10 @@ def system_account(conn: Connection, name: str) -> int:
         .on_conflict_do_nothing(index_elements=["platform", "platform_user_id"])
     )
     conn.execute(stmt)
-    return int(
-        conn.execute(
-            select(accounts.c.id).where(
-                accounts.c.platform == SYSTEM, accounts.c.platform_user_id == name
-            )
-        ).scalar_one()
-    )
+    created = look()
+    if created is None:  # pragma: no cover - the insert above or a racer made it
+        raise LedgerError(f"system account {name} could not be created")
+    return int(created)
 
 
 def lock_accounts(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
@@ -331,6 +355,20 @@ def lock_accounts(conn: Connection, ids: Iterable[int]) -> dict[int, Row[Any]]:
         )
     ).all()
     return {int(r.id): r for r in rows}
+
+
+def lock_accounts_of(
+    conn: Connection, people: Iterable[Identity]
+) -> dict[tuple[str, str], Row[Any]]:
+    """`lock_accounts` for the accounts of `people` that exist, found and locked in one
+    statement (id order); their rows by (platform, user_id)."""
+    keys = list({(w.platform, w.user_id) for w in people})
+    if not keys:
+        return {}
+    rows = conn.execute(
+        for_no_key_update(select(accounts).where(_identity_in(conn, keys)).order_by(accounts.c.id))
+    )
+    return {(r.platform, r.platform_user_id): r for r in rows}
 
 
 def bind_currency(conn: Connection, code: str, now: datetime) -> None:
@@ -513,39 +551,7 @@ def _move_counters(conn: Connection, deltas: list[tuple[int, dict[str, int]]]) -
     a claim), and an index includes it, so touching it would make every counter move an
     index update.
     """
-    if not is_postgres(conn) or len(deltas) < 8:
-        conn.execute(
-            _COUNTER_UPDATE,
-            [{"aid": aid, **{f"d_{c}": d[c] for c in COUNTERS}} for aid, d in deltas],
-        )
-        return
-    # PostgreSQL: one UPDATE joined to five arrays, instead of one UPDATE per account (or a
-    # VALUES list whose thousand placeholders cost more to send than to run).
-    conn.execute(
-        text(
-            "UPDATE accounts SET debits_posted = accounts.debits_posted + v.p,"
-            " credits_posted = accounts.credits_posted + v.c,"
-            " debits_pending = accounts.debits_pending + v.q,"
-            " credits_pending = accounts.credits_pending + v.r"
-            " FROM unnest(CAST(:ids AS BIGINT[]), CAST(:p AS BIGINT[]), CAST(:c AS BIGINT[]),"
-            " CAST(:q AS BIGINT[]), CAST(:r AS BIGINT[])) AS v(id, p, c, q, r)"
-            " WHERE accounts.id = v.id"
-        ),
-        {
-            "ids": [aid for aid, _ in deltas],
-            "p": [d["debits_posted"] for _, d in deltas],
-            "c": [d["credits_posted"] for _, d in deltas],
-            "q": [d["debits_pending"] for _, d in deltas],
-            "r": [d["credits_pending"] for _, d in deltas],
-        },
-    )
-
-
-_COUNTER_UPDATE = (
-    update(accounts)
-    .where(accounts.c.id == bindparam("aid"))
-    .values({c: accounts.c[c] + bindparam(f"d_{c}") for c in COUNTERS})
-)
+    bulk_add(conn, accounts, COUNTERS, [(aid, [d[c] for c in COUNTERS]) for aid, d in deltas])
 
 
 # --- deposits ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
-from escrow.db import allocate_ids, bulk_insert, one_of
+from escrow.db import allocate_ids_of, bulk_insert, one_of
 from escrow.debts import debtors
 from escrow.decide import (
     Account,
@@ -31,6 +31,7 @@ from escrow.decide import (
 )
 from escrow.ledger import (
     FEES,
+    SYSTEM,
     Identity,
     LedgerError,
     Policy,
@@ -40,9 +41,9 @@ from escrow.ledger import (
     bind_currency,
     ensure_accounts,
     find_account,
-    find_accounts,
     is_held,
     lock_accounts,
+    lock_accounts_of,
     system_account,
 )
 from escrow.money import Money
@@ -81,16 +82,27 @@ def tip_many(
     if not requests:
         return []
     bind_currency(conn, policy.currency, now)
-    book = _load_book(conn, requests, now)
+    book, fees_id = _load_book(conn, requests, now)
     decisions = decide_tips(requests, book, policy, now)
-    tip_ids = _write_tips(conn, decisions.new, now)
+    tip_ids = _write_tips(conn, decisions.new, fees_id, now)
     return with_tip_ids(decisions, tip_ids)
 
 
-def _load_book(conn: Connection, requests: Sequence[TipRequest], now: datetime) -> Book:
+_FEES = Identity(SYSTEM, FEES)
+_FEES_KEY = (_FEES.platform, _FEES.user_id)
+
+
+def _load_book(conn: Connection, requests: Sequence[TipRequest], now: datetime) -> tuple[Book, int]:
     """The accounts of `requests` (recipients of funded supporters created), locked, and
-    the tips of their sources applied before."""
-    payers = find_accounts(conn, [r.supporter for r in requests])
+    the tips of their sources applied before; and the id of the `fees` account.
+
+    One statement finds and locks supporters, recipients and `fees` alike; only accounts
+    this batch creates need another. A page of tips is written in as few statements as it
+    can be, since each one is a round trip on PostgreSQL.
+    """
+    everyone = [_FEES, *(r.supporter for r in requests), *(r.recipient for r in requests)]
+    found = lock_accounts_of(conn, everyone)
+    payers = {(r.supporter.platform, r.supporter.user_id) for r in requests} & found.keys()
     # Who can pay: a supporter with an account, or one this batch creates as a recipient
     # of someone who can (a tip earlier in the batch may fund them, as one by one).
     paying = set(payers)
@@ -100,10 +112,12 @@ def _load_book(conn: Connection, requests: Sequence[TipRequest], now: datetime) 
         if not more:
             break
         paying |= more
-    ids = ensure_accounts(conn, [r.recipient for r in funded], now)
-    ids.update({k: int(row.id) for k, row in payers.items()})
-    locked = lock_accounts(conn, [*ids.values(), system_account(conn, FEES)])
-    owed = debtors(conn, [int(row.id) for row in payers.values()])
+    ids = ensure_accounts(conn, [r.recipient for r in funded], now, known=found)
+    ids.update({k: int(found[k].id) for k in payers})
+    locked = {int(row.id): row for row in found.values()}
+    fees_id = int(found[_FEES_KEY].id) if _FEES_KEY in found else system_account(conn, FEES)
+    locked.update(lock_accounts(conn, {*ids.values(), fees_id} - locked.keys()))
+    owed = debtors(conn, [ids[k] for k in payers])
     accounts = {
         aid: Account(
             aid, str(row.status), available(row), int(row.credits_posted), owed.get(aid, 0)
@@ -127,19 +141,18 @@ def _load_book(conn: Connection, requests: Sequence[TipRequest], now: datetime) 
                     row.hold_transfer_id is not None,
                     row.expires_at,
                 )
-    return Book(ids, accounts, prior)
+    return Book(ids, accounts, prior), fees_id
 
 
-def _write_tips(conn: Connection, new: Sequence[NewTip], now: datetime) -> list[int]:
+def _write_tips(conn: Connection, new: Sequence[NewTip], fees_id: int, now: datetime) -> list[int]:
     """Write the decided tips and their transfers; returns their tip ids, in order.
 
     Ids first, so each tip is written once, already pointing at its hold, and every row
     goes in by bulk insert (COPY on PostgreSQL).
     """
-    tip_ids = allocate_ids(conn, tips, len(new))
     fee_count = sum(1 for t in new if t.fee_minor)
-    transfer_ids = iter(allocate_ids(conn, transfers, len(new) + fee_count))
-    fees_id = system_account(conn, FEES)
+    reserved = allocate_ids_of(conn, {tips: len(new), transfers: len(new) + fee_count})
+    tip_ids, transfer_ids = reserved[tips.name], iter(reserved[transfers.name])
     batch: list[Transfer] = []
     rows: list[dict[str, Any]] = []
     for t, tid in zip(new, tip_ids, strict=True):

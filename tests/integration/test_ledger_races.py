@@ -207,11 +207,12 @@ def test_without_row_locks_the_overdraft_race_is_caught_by_the_check_constraint(
 ):
     """The locks are the first layer, the CHECK the second: switch the first one off.
 
-    With `lock_accounts` reading rows without FOR UPDATE, all sixteen tips decide on the
-    same balance of 10.00. A barrier makes sure every thread has read it before any
-    writes, so the outcome is deterministic. The counter UPDATEs (`x = x + delta`) still
-    serialize on the row, and the no-overdraft CHECK refuses the eleventh: the six losers
-    get an IntegrityError instead of a clean `insufficient_funds`, and nothing overdraws.
+    With `lock_accounts` and `lock_accounts_of` reading rows without FOR UPDATE, all
+    sixteen tips decide on the same balance of 10.00. A barrier makes sure every thread
+    has read it before any writes, so the outcome is deterministic. The counter UPDATEs
+    (`x = x + delta`) still serialize on the row, and the no-overdraft CHECK refuses the
+    eleventh: the six losers get an IntegrityError instead of a clean
+    `insufficient_funds`, and nothing overdraws.
     With the real `lock_accounts`, the same race ends in ten held tips and six polite
     refusals (test_tips_racing_for_one_balance_never_overdraw_it). Without the barrier the
     result was the same in practice: ten rounds of that race with the locks off gave 100
@@ -226,12 +227,24 @@ def test_without_row_locks_the_overdraft_race_is_caught_by_the_check_constraint(
         rows = conn.execute(
             select(accounts).where(accounts.c.id.in_(sorted(set(ids)))).order_by(accounts.c.id)
         ).all()
-        all_have_read.wait(timeout=30)
         return {int(r.id): r for r in rows}
 
-    # tips.py imported the name, so it is replaced where it is used.
+    def find_without_locking(conn: Connection, people: Any) -> dict[tuple[str, str], Any]:
+        # A tip finds (and normally locks) the supporter's account here: Alice's balance.
+        wanted = {(w.platform, w.user_id) for w in people}
+        rows = conn.execute(select(accounts).order_by(accounts.c.id)).all()
+        all_have_read.wait(timeout=30)
+        return {
+            (r.platform, r.platform_user_id): r
+            for r in rows
+            if (r.platform, r.platform_user_id) in wanted
+        }
+
+    # tips.py imported the names, so they are replaced where they are used.
     monkeypatch.setattr(escrow.ledger, "lock_accounts", read_without_locking)
     monkeypatch.setattr(escrow.tips, "lock_accounts", read_without_locking)
+    monkeypatch.setattr(escrow.ledger, "lock_accounts_of", find_without_locking)
+    monkeypatch.setattr(escrow.tips, "lock_accounts_of", find_without_locking)
 
     results = together(16, lambda i: ledger.tip(ALICE, creator(i), Money(100), f"tweet-{i}"))
 
