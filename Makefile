@@ -23,8 +23,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check bot escrow tests benchmarks
 	$(VENV)/bin/mypy
 
+PYTEST_WORKERS ?= auto
+
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
