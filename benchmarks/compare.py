@@ -91,11 +91,15 @@ def main() -> None:
     parser.add_argument("--tips", type=int, default=5000, help="ingest size")
     parser.add_argument("--supporters", type=int, default=500, help="settlement size (x20)")
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", ""))
+    parser.add_argument("--only", choices=["ingest", "settlement"], help="one benchmark")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
-    urls = {"sqlite": "sqlite:///unused.db"}
+    urls = {} if args.no_sqlite else {"sqlite": "sqlite:///unused.db"}
     if args.database_url:
         urls["postgres"] = args.database_url
     sizes = {"ingest": args.tips, "settlement": args.supporters}
+    if args.only:
+        sizes = {args.only: sizes[args.only]}
     with tempfile.TemporaryDirectory(prefix="tipjar-base-") as tmp:
         base = Path(tmp) / "tree"
         subprocess.run(

@@ -469,6 +469,23 @@ def apply_transfers(
 TRANSFER_SET_COLUMNS = ("id", "debit", "credit", "amount", "kind", "expires_at", "tip_id")
 
 
+def _counter_move(kind: Any, amount: Any, which: int) -> Any:
+    """SQL for what a transfer of `kind` adds to its accounts' posted (`which` 0) or
+    pending (1) counters, by `COUNTER_RULES`: one branch per distinct multiple, so a row
+    is compared with as few kinds as can tell it apart."""
+    default = POSTED_MOVE[which]
+    kinds: dict[int, list[str]] = defaultdict(list)
+    for k, rule in COUNTER_RULES.items():
+        if rule[which] != default:
+            kinds[rule[which]].append(k)
+
+    def times(multiple: int) -> Any:
+        return {0: literal(0, BigInteger), 1: amount, -1: -amount}.get(multiple, amount * multiple)
+
+    whens = [(kind.in_(names), times(multiple)) for multiple, names in kinds.items()]
+    return case(*whens, else_=times(default)) if whens else times(default)
+
+
 @contextmanager
 def applying_transfer_set(conn: Connection, moves: Subquery, now: datetime) -> Iterator[None]:
     """The set-based twin of `apply_transfers`, for batches computed in SQL (settlement).
@@ -507,19 +524,20 @@ def applying_transfer_set(conn: Connection, moves: Subquery, now: datetime) -> I
         )
     )
     yield
-    rules = COUNTER_RULES.items()
-    posted = case(*((m.kind == k, m.amount * r[0]) for k, r in rules), else_=m.amount)
-    pending = case(*((m.kind == k, m.amount * r[1]) for k, r in rules), else_=0)
+    # Each side summed per account first: two sorts of one row per transfer, not one sort
+    # of two, and the sum over both sides then has one row per account and side.
+    posted = _counter_move(m.kind, m.amount, 0)
+    pending = _counter_move(m.kind, m.amount, 1)
     zero = literal(0, BigInteger)
     sides = union_all(
         select(
             m.debit.label("account_id"),
-            posted.label("dp"),
+            func.sum(posted).label("dp"),
             zero.label("cp"),
-            pending.label("dq"),
+            func.sum(pending).label("dq"),
             zero.label("cq"),
-        ),
-        select(m.credit, zero, posted, zero, pending),
+        ).group_by(m.debit),
+        select(m.credit, zero, func.sum(posted), zero, func.sum(pending)).group_by(m.credit),
     ).subquery()
     per_account = (
         select(

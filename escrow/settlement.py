@@ -102,6 +102,7 @@ from escrow.ledger import (
     system_account,
 )
 from escrow.schema import (
+    Id,
     TipState,
     UTCDateTime,
     accounts,
@@ -349,7 +350,8 @@ _parts_md = MetaData()
 settle_parts = Table(
     "settle_parts",
     _parts_md,
-    Column("share_id", BigInteger, primary_key=True, autoincrement=False),
+    # Id: INTEGER on SQLite, so the share id is the row id itself, with no second index.
+    Column("share_id", Id, primary_key=True, autoincrement=False),
     Column("supporter_id", BigInteger, nullable=False),
     Column("recipient_id", BigInteger, nullable=False),
     Column("part", BigInteger, nullable=False),
