@@ -88,6 +88,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=30000")
+        # 32 MiB of page cache a connection, not SQLite's 2 MiB: a settlement or a page
+        # of tips works on more than 2 MiB of tables and indexes at once.
+        cur.execute("PRAGMA cache_size=-32768")
         cur.close()
 
     @event.listens_for(engine, "begin")
