@@ -147,10 +147,17 @@ def is_postgres(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
 
-def serializes_writers(conn: Connection) -> bool:
+def serializes_writers(conn: Connection | Engine) -> bool:
     """True where a transaction is the only writer from its start (SQLite's BEGIN
     IMMEDIATE), so row locks are moot; PostgreSQL locks rows and runs writers side by side."""
     return is_sqlite(conn)
+
+
+def utc_day(conn: Connection, column: Any) -> Any:
+    """SQL for the UTC day (YYYY-MM-DD) of the instant in `column`, to group rows by day."""
+    if is_postgres(conn):
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", column)
 
 
 def dialect_insert(conn: Connection, table: Any) -> Any:

@@ -84,7 +84,6 @@ from escrow.db import (
     for_no_key_update,
     for_update,
     insert_ignore,
-    is_sqlite,
     next_id_sql,
     one_of,
     serializes_writers,
@@ -859,7 +858,7 @@ def settle(
     with engine.connect() as conn:
         # A failed self-check stops settlement until a maintainer's audit is clean.
         require_sound_ledger(conn, "settlement")
-    if is_sqlite(engine):
+    if serializes_writers(engine):  # one writer at a time: a second worker would only wait
         workers = 1
     elif workers is None:
         workers = DEFAULT_WORKERS

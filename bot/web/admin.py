@@ -29,6 +29,7 @@ from bot.metrics_state import CONTENT_TYPE_LATEST, LedgerCollector, exposition
 from bot.status import collect
 from bot.web.chart import Series, line_chart
 from bot.web.context import Web
+from escrow.db import utc_day
 from escrow.reports import held_by_recipient, notices_sent_by_recipient
 from escrow.schema import accounts, metadata, outbox, tips, transfers
 
@@ -176,12 +177,6 @@ def failed_payouts(conn: Connection) -> list[Any] | None:
     )
 
 
-def _day(conn: Connection, column: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-    return func.strftime("%Y-%m-%d", column)
-
-
 @dataclass(frozen=True)
 class MoneyByDay:
     days: list[date]
@@ -199,7 +194,7 @@ def money_by_day(conn: Connection, now: datetime, days: int = CHART_DAYS) -> Mon
     """
     first = now.astimezone(UTC).date() - timedelta(days=days - 1)
     start = datetime.combine(first, time.min, tzinfo=UTC)
-    day = _day(conn, transfers.c.created_at)
+    day = utc_day(conn, transfers.c.created_at)
     rows = conn.execute(
         select(day.label("day"), transfers.c.kind, func.sum(transfers.c.amount_minor))
         .where(
