@@ -172,9 +172,12 @@ class _PageBasics(_Pages):
         app.add_url_rule("/healthz", "healthz", self.healthz, methods=["GET"])
 
     def page_globals(self) -> dict[str, Any]:
+        x_on = self.settings.serves("x")
         return {
             "signed_in": isinstance(session.get("account_id"), int),
-            "bot": self.settings.x_bot_username,
+            "x_on": x_on,
+            # The handle people mention: the X one, or the Mastodon address where X is off.
+            "bot": self.settings.x_bot_username if x_on else self.settings.mastodon_bot_acct,
             "fee_percent": self.web.policy.fee_percent,
             "hold_days": self.web.policy.hold_period.days,
         }
@@ -254,6 +257,8 @@ class _ClaimPages(_Pages):
         return render_template("claim.html")
 
     def claim_start(self) -> BaseResponse:
+        if not self.settings.serves("x"):  # PLATFORMS leaves X out: no sign-in with it
+            return error_page(404)
         sign_in = self.web.sign_in
         if not sign_in.configured:
             log.warning("sign-in asked for, but its client id / secret are not set")

@@ -223,3 +223,22 @@ def test_an_oversized_answer_is_refused(msite, engine, fedi):
     callback = fedi.approve(msite.authorize_url(fedi.other.domain), "bob")
     said = refused_changes_nothing(msite, engine, lambda: msite.callback(callback))
     assert "too much" in said
+
+
+def test_a_mastodon_only_site_offers_no_sign_in_with_x(engine, clock, fedi):
+    site = MastodonSite(engine, clock, fedi)
+    site.settings = web_settings(platforms=("mastodon",), mastodon_bot_acct="flattr@bots.example")
+    site.app = create_app(site.settings, engine=engine, clock=clock)
+    site.client = site.app.test_client()
+
+    page = text_of(site.client.get("/claim").get_data(as_text=True))
+    assert "Sign in with X" not in page
+    assert "Sign in with Mastodon" in page
+    assert "@flattr@bots.example @you" in page
+    started = site.client.get("/claim/start")
+    assert started.status_code == 404
+    assert "Location" not in started.headers
+
+    both = MastodonSite(engine, clock, fedi)  # X and Mastodon: both buttons
+    page = text_of(both.client.get("/claim").get_data(as_text=True))
+    assert "Sign in with X" in page and "Sign in with Mastodon" in page
