@@ -10,6 +10,7 @@ import threading
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from bot import app as composition
@@ -212,3 +213,22 @@ def test_one_worker_serves_x_and_mastodon_and_both_creators_claim(engine, clock,
     with engine.connect() as conn:
         assert check_ledger(conn) == []
     assert urlsplit(site.settings.public_base_url).hostname == "localhost"
+
+
+def test_mastodon_api_calls_are_counted_like_x_ones(engine, clock, fedi, bot):
+    settings = settings_for(fedi)
+    alice, _bob = people(fedi)
+    fedi.world.post(alice.address, f"@flattr @bob@{fedi.other.domain} €2")
+    endpoint = "GET /api/v1/notifications"
+
+    def calls(status: str) -> float:
+        labels = {"platform": "mastodon", "endpoint": endpoint, "status": status}
+        return REGISTRY.get_sample_value("tipjar_platform_api_calls_total", labels) or 0.0
+
+    ok, failed = calls("200"), calls("503")
+    fedi.world.fail_next(fedi.home.domain, Fault("/api/v1/notifications", status=503))
+    assert poll_once(engine, bot, settings, clock=clock).error
+    assert poll_once(engine, bot, settings, clock=clock).processed == 1
+
+    assert calls("503") - failed == 1
+    assert calls("200") - ok >= 1

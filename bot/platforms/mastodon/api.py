@@ -41,6 +41,7 @@ from mastodon import (
     MastodonUnauthorizedError,
 )
 
+from bot.metrics import observe_api_call
 from bot.platforms.mastodon.text import (
     full_address,
     is_full_address,
@@ -90,12 +91,14 @@ class _HeaderTap(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self.limits: tuple[str | None, str | None] = (None, None)
+        self.status: int | None = None  # of the last answer; None: no answer came
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        self.limits = (None, None)
+        self.limits, self.status = (None, None), None
         response = super().request(method, url, *args, **kwargs)
         headers = response.headers
         self.limits = (headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset"))
+        self.status = response.status_code
         return response
 
 
@@ -201,7 +204,10 @@ class MastodonPlatform:
             if now < self._reset_at:
                 raise RateLimited(self._reset_at, endpoint=endpoint)
         try:
-            result = fn()
+            try:
+                result = fn()
+            finally:  # every call counted, answered or not, as X's are
+                self._observe(endpoint)
         except MastodonRatelimitError:
             self._read_limits()
             raise RateLimited(self._reset_at or now + _RATE_WINDOW, endpoint=endpoint) from None
@@ -220,6 +226,15 @@ class MastodonPlatform:
             raise TransientError(f"{endpoint}: {type(e).__name__}", endpoint=endpoint) from None
         self._read_limits()
         return result
+
+    def _observe(self, endpoint: str) -> None:
+        remaining = self._session.limits[0]
+        observe_api_call(
+            PLATFORM,
+            endpoint,
+            self._session.status,
+            int(remaining) if remaining and remaining.strip().isdigit() else None,
+        )
 
     def _read_limits(self) -> None:
         remaining, reset = self._session.limits
