@@ -70,7 +70,9 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     null,
+    or_,
     select,
     text,
     union_all,
@@ -101,7 +103,6 @@ from escrow.ledger import (
     system_account,
 )
 from escrow.schema import (
-    Id,
     TipState,
     UTCDateTime,
     accounts,
@@ -349,8 +350,9 @@ _parts_md = MetaData()
 settle_parts = Table(
     "settle_parts",
     _parts_md,
-    # Id: INTEGER on SQLite, so the share id is the row id itself, with no second index.
-    Column("share_id", Id, primary_key=True, autoincrement=False),
+    # BIGINT, not INTEGER, on SQLite too: the share id is not the row id there, so the
+    # row id counts the parts in the order they were inserted (see `_positions`).
+    Column("share_id", BigInteger, primary_key=True, autoincrement=False),
     Column("supporter_id", BigInteger, nullable=False),
     Column("recipient_id", BigInteger, nullable=False),
     Column("part", BigInteger, nullable=False),
@@ -431,10 +433,11 @@ def _settle_batch(
     if not ids:
         return BatchResult(0, 0)
     _split_into_parts(conn, policy, period, ids)
+    part_ids = _part_ids(conn)
     # The transfers go in first (the tips point at them); the counters move, through the
     # ledger's one writer, once the batch holds its locks and knows what it read holds.
-    with applying_transfer_set(conn, _moves(policy, fees_id, now), now):
-        _write_tips(conn, policy, now)
+    with applying_transfer_set(conn, _moves(policy, fees_id, now, part_ids), now):
+        _write_tips(conn, policy, now, part_ids)
         _close_shares(conn, period, ids, now)
         if not serializes_writers(conn):  # else this batch is the only writer already
             _lock_parts(conn, ids, fees_id)
@@ -563,15 +566,49 @@ def _split_into_parts(conn: Connection, policy: Policy, period: str, ids: Sequen
     )
     columns = ["share_id", "supporter_id", "recipient_id", "part", "outcome", "status", "fee"]
     rows = [ordered.c[name] for name in columns]
-    if not serializes_writers(conn):  # ids from the sequences, drawn as rows go in
-        columns += ["tip_id", "transfer_id", "fee_transfer_id"]
-        rows += _sequence_ids(conn, ordered.c.outcome, ordered.c.fee)
+    if serializes_writers(conn):  # in the order `_positions` numbers them
+        moves, with_fee = _moving(ordered.c.outcome, ordered.c.fee)
+        order = [case((moves, 0), else_=1), case((with_fee, 0), else_=1), ordered.c.share_id]
+        conn.execute(settle_parts.insert().from_select(columns, select(*rows).order_by(*order)))
+        return
+    # PostgreSQL: ids from the sequences, drawn as rows go in.
+    columns += ["tip_id", "transfer_id", "fee_transfer_id"]
+    rows += _sequence_ids(conn, ordered.c.outcome, ordered.c.fee)
     conn.execute(settle_parts.insert().from_select(columns, select(*rows)))
-    if serializes_writers(conn):
-        _assign_ids(conn)
 
 
-def _moves(policy: Policy, fees_id: int, now: datetime) -> Subquery:
+def _moving(outcome: Any, fee: Any) -> tuple[Any, Any]:
+    """Whether a part moves money (a tip or a hold), and whether it also pays a fee."""
+    moves = outcome.in_((Outcome.POSTED, Outcome.HELD))
+    return moves, and_(moves, fee > 0)
+
+
+@dataclass(frozen=True)
+class _PartIds:
+    """A part's tip id and transfer ids, as SQL over `settle_parts`; `moves` and
+    `has_fee` say which parts have them."""
+
+    tip: Any
+    transfer: Any
+    fee_transfer: Any
+    moves: Any
+    has_fee: Any
+
+
+def _part_ids(conn: Connection) -> _PartIds:
+    p = settle_parts.c
+    if not serializes_writers(conn):  # PostgreSQL: drawn from the sequences, stored
+        return _PartIds(
+            p.tip_id,
+            p.transfer_id,
+            p.fee_transfer_id,
+            p.tip_id.is_not(None),
+            p.fee_transfer_id.is_not(None),
+        )
+    return _positions(conn)
+
+
+def _moves(policy: Policy, fees_id: int, now: datetime, ids: _PartIds) -> Subquery:
     """Step 3: the transfers, a tip (and its fee) for each posted part, a hold for each
     held one, in the columns of `escrow.ledger.TRANSFER_SET_COLUMNS`."""
     p = settle_parts.c
@@ -579,27 +616,27 @@ def _moves(policy: Policy, fees_id: int, now: datetime) -> Subquery:
     expires = bindparam("expires", now + policy.hold_period, type_=UTCDateTime)
     return union_all(
         select(
-            p.transfer_id.label("id"),
+            ids.transfer.label("id"),
             p.supporter_id.label("debit"),
             p.recipient_id.label("credit"),
             p.part.label("amount"),
             case((held, "hold"), else_="tip").label("kind"),
             case((held, expires), else_=null()).label("expires_at"),
-            p.tip_id.label("tip_id"),
-        ).where(p.tip_id.is_not(None)),
+            ids.tip.label("tip_id"),
+        ).where(ids.moves),
         select(
-            p.fee_transfer_id,
+            ids.fee_transfer,
             p.recipient_id,
             literal(fees_id, BigInteger),
             p.fee,
             literal("fee", String),
             null(),
-            p.tip_id,
-        ).where(p.fee_transfer_id.is_not(None)),
+            ids.tip,
+        ).where(ids.has_fee),
     ).subquery()
 
 
-def _write_tips(conn: Connection, policy: Policy, now: datetime) -> None:
+def _write_tips(conn: Connection, policy: Policy, now: datetime, ids: _PartIds) -> None:
     """Step 4: the tips, as `escrow.tips.tip` leaves them: held ones pointing at their hold."""
     p = settle_parts.c
     held = p.outcome == Outcome.HELD
@@ -620,7 +657,7 @@ def _write_tips(conn: Connection, policy: Policy, now: datetime) -> None:
                 "created_at",
             ],
             select(
-                p.tip_id,
+                ids.tip,
                 literal(SHARE_SOURCE_PREFIX, String) + cast(p.share_id, String),
                 p.supporter_id,
                 p.recipient_id,
@@ -628,12 +665,12 @@ def _write_tips(conn: Connection, policy: Policy, now: datetime) -> None:
                 p.part,
                 p.fee,
                 case((held, TipState.HELD), else_=TipState.POSTED),
-                case((held, p.transfer_id), else_=null()),
+                case((held, ids.transfer), else_=null()),
                 case((held, expires), else_=null()),
                 bindparam("now", now, type_=UTCDateTime),
             )
-            .where(p.tip_id.is_not(None))
-            .order_by(p.tip_id),
+            .where(ids.moves)
+            .order_by(ids.tip),
         )
     )
 
@@ -669,37 +706,42 @@ def _sequence_ids(conn: Connection, outcome: Any, fee: Any) -> list[Any]:
     ]
 
 
-def _assign_ids(conn: Connection) -> None:
-    """SQLite: the same ids as `_sequence_ids`, numbered after the current maximum.
+def _positions(conn: Connection) -> _PartIds:
+    """SQLite: the ids of `_sequence_ids`, numbered after the current maximum by position.
 
-    SQLite has one writer at a time (BEGIN IMMEDIATE), so those ids are free.
+    SQLite has one writer at a time (BEGIN IMMEDIATE), so those ids are free. The parts
+    went in (`_split_into_parts`) with those that pay a fee first, then the other ones that
+    move money, then the rest, so the row id of the fresh table is each part's position
+    and no part is written twice: with f parts paying a fee and k moving money, the part
+    at position r <= k gets tip max + r, and transfer max + 2r - 1 and fee transfer max + 2r
+    when r <= f, or transfer max + f + r. The layout is checked before any id is used.
     """
     p = settle_parts.c
-    moves = p.outcome.in_((Outcome.POSTED, Outcome.HELD))
+    moves, with_fee = _moving(p.outcome, p.fee)
+    position = literal_column("settle_parts.rowid", BigInteger)
+    n, k, f = conn.execute(
+        select(func.count(), func.count().filter(moves), func.count().filter(with_fee))
+    ).one()
+    misplaced = conn.execute(
+        select(func.count()).where(
+            or_(
+                moves != (position <= k),
+                with_fee != (position <= f),
+                position > n,
+            )
+        )
+    ).scalar_one()
+    if misplaced:  # pragma: no cover - SQLite numbers a fresh table's rows 1, 2, ...
+        raise RuntimeError(f"settle_parts: {misplaced} parts out of position")
     base_tip = conn.execute(select(func.coalesce(func.max(tips.c.id), 0))).scalar_one()
     base_transfer = conn.execute(select(func.coalesce(func.max(transfers.c.id), 0))).scalar_one()
-    has_fee = case((p.fee > 0, 1), else_=0)
-    order = (
-        select(
-            p.share_id.label("share_id"),
-            func.row_number().over(order_by=p.share_id).label("n"),
-            func.coalesce(func.sum(has_fee).over(order_by=p.share_id, rows=(None, -1)), 0).label(
-                "fees_before"
-            ),
-        )
-        .where(moves)
-        .subquery()
-    )
-    # Part n's transfer follows the n - 1 transfers and the fees of the parts before it.
-    transfer_id = base_transfer + order.c.n + order.c.fees_before
-    conn.execute(
-        update(settle_parts)
-        .where(p.share_id == order.c.share_id)
-        .values(
-            tip_id=base_tip + order.c.n,
-            transfer_id=transfer_id,
-            fee_transfer_id=case((p.fee > 0, transfer_id + 1), else_=null()),
-        )
+    k, f = int(k), int(f)
+    return _PartIds(
+        tip=base_tip + position,
+        transfer=base_transfer + case((position <= f, 2 * position - 1), else_=position + f),
+        fee_transfer=base_transfer + 2 * position,
+        moves=position <= k,
+        has_fee=position <= f,
     )
 
 
