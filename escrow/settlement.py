@@ -85,6 +85,7 @@ from escrow.db import (
     dialect_insert,
     for_no_key_update,
     for_update,
+    highest_ids,
     insert_ignore,
     next_id_sql,
     one_of,
@@ -733,8 +734,8 @@ def _positions(conn: Connection) -> _PartIds:
     ).scalar_one()
     if misplaced:  # pragma: no cover - SQLite numbers a fresh table's rows 1, 2, ...
         raise RuntimeError(f"settle_parts: {misplaced} parts out of position")
-    base_tip = conn.execute(select(func.coalesce(func.max(tips.c.id), 0))).scalar_one()
-    base_transfer = conn.execute(select(func.coalesce(func.max(transfers.c.id), 0))).scalar_one()
+    tops = highest_ids(conn, [tips, transfers])
+    base_tip, base_transfer = tops[tips.name], tops[transfers.name]
     k, f = int(k), int(f)
     return _PartIds(
         tip=base_tip + position,

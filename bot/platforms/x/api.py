@@ -625,22 +625,8 @@ class TweepyXApi:
             # an account anyway, so it is simply absent from the answer.
             if is_valid_username(name):
                 wanted.setdefault(name.casefold(), name)
-        names = list(wanted.values())
-        found: dict[str, PlatformUser] = {}
-        for start in range(0, len(names), MAX_USERNAMES_PER_LOOKUP):
-            batch = names[start : start + MAX_USERNAMES_PER_LOOKUP]
-            body = self._call(
-                ENDPOINT_USERS_BY,
-                functools.partial(
-                    self._client.get_users,
-                    usernames=batch,
-                    user_fields=list(USER_FIELDS),
-                    user_auth=False,
-                ),
-            )
-            users = self._read(ENDPOINT_USERS_BY, _users_of, body)
-            found.update((user.handle.casefold(), user) for user in users)
-        return found
+        users = self._users_in_batches(ENDPOINT_USERS_BY, "usernames", list(wanted.values()))
+        return {user.handle.casefold(): user for user in users}
 
     def lookup_users_by_id(self, user_ids: Sequence[str]) -> dict[str, PlatformUser]:
         """The accounts as X knows them now, by id (`GET /2/users?ids=`, 100 a call).
@@ -648,20 +634,24 @@ class TweepyXApi:
         An id X no longer knows (deactivated, suspended) is absent from the answer.
         """
         ids = list(dict.fromkeys(u for u in user_ids if u.isdigit() and len(u) <= 19))
-        found: dict[str, PlatformUser] = {}
-        for start in range(0, len(ids), MAX_USERNAMES_PER_LOOKUP):
-            batch = ids[start : start + MAX_USERNAMES_PER_LOOKUP]
+        users = self._users_in_batches(ENDPOINT_USERS, "ids", ids)
+        return {user.user_id: user for user in users}
+
+    def _users_in_batches(self, endpoint: str, by: str, keys: list[str]) -> list[PlatformUser]:
+        """`GET /2/users` by `ids` or `/2/users/by` by `usernames`, 100 keys a call."""
+        found: list[PlatformUser] = []
+        for start in range(0, len(keys), MAX_USERNAMES_PER_LOOKUP):
+            batch = keys[start : start + MAX_USERNAMES_PER_LOOKUP]
             body = self._call(
-                ENDPOINT_USERS,
+                endpoint,
                 functools.partial(
                     self._client.get_users,
-                    ids=batch,
+                    **{by: batch},
                     user_fields=list(USER_FIELDS),
                     user_auth=False,
                 ),
             )
-            users = self._read(ENDPOINT_USERS, _users_of, body)
-            found.update((user.user_id, user) for user in users)
+            found.extend(self._read(endpoint, _users_of, body))
         return found
 
     def get_user(self, user_id: str) -> PlatformUser | None:

@@ -598,15 +598,7 @@ class _ApiRoutes(_Gate):
                 and (start_time is None or t.created_at >= start_time)
                 and (end_time is None or t.created_at <= end_time)
             ]
-            page = selected[:max_results]
-            body = self.render_tweets(page, tweet_fields, expansions, user_fields)
-            meta: dict[str, object] = {"result_count": len(page)}
-            if page:
-                meta["newest_id"] = page[0].id
-                meta["oldest_id"] = page[-1].id
-            if len(selected) > max_results:
-                meta["next_token"] = _encode_token(page[-1].id)
-            body["meta"] = meta
+            body = self.render_page(selected, max_results, tweet_fields, expansions, user_fields)
         return _json(body)
 
     def search_recent(self) -> Response:
@@ -640,16 +632,29 @@ class _ApiRoutes(_Gate):
                 and (until_id is None or int(t.id) < until_id)
                 and (before is None or int(t.id) < before)
             ]
-            page = selected[:max_results]
-            body = self.render_tweets(page, tweet_fields, expansions, user_fields)
-            meta: dict[str, object] = {"result_count": len(page)}
-            if page:
-                meta["newest_id"] = page[0].id
-                meta["oldest_id"] = page[-1].id
-            if len(selected) > max_results:
-                meta["next_token"] = _encode_token(page[-1].id)
-            body["meta"] = meta
+            body = self.render_page(selected, max_results, tweet_fields, expansions, user_fields)
         return _json(body)
+
+    def render_page(
+        self,
+        selected: Sequence[Tweet],
+        max_results: int,
+        fields: set[str],
+        expansions: set[str],
+        user_fields: set[str],
+    ) -> dict[str, object]:
+        """The first `max_results` of `selected` (newest first), with X's `meta`: the ids
+        at either end, and a `next_token` when more are left."""
+        page = selected[:max_results]
+        body = self.render_tweets(page, fields, expansions, user_fields)
+        meta: dict[str, object] = {"result_count": len(page)}
+        if page:
+            meta["newest_id"] = page[0].id
+            meta["oldest_id"] = page[-1].id
+        if len(selected) > max_results:
+            meta["next_token"] = _encode_token(page[-1].id)
+        body["meta"] = meta
+        return body
 
     def render_tweets(
         self,
